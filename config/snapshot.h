@@ -1,0 +1,172 @@
+#pragma once
+// The immutable, compiled configuration. Built once on the main thread by
+// config::loadSnapshot(); after that it never changes and is shared read-only by every
+// worker through SnapshotConstSharedPtr. The data plane (proxy/) reads configuration only
+// through this type.
+//
+// Thread: any (read-only after construction).
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <re2/re2.h>
+
+namespace sy::config {
+
+// The variants of a route. The first three are the weighted ones; shadow only receives
+// mirrored copies.
+enum class Variant : uint8_t { Blue = 0, Green = 1, Canary = 2, Shadow = 3 };
+inline constexpr size_t kWeightedVariants = 3;
+inline constexpr size_t kVariants = 4;
+inline constexpr std::array<const char*, kVariants> kVariantNames = {"blue", "green", "canary",
+                                                                     "shadow"};
+inline const char* variantName(Variant v) { return kVariantNames[static_cast<size_t>(v)]; }
+// Returns the variant for "blue"/"green"/"canary"/"shadow", or nullopt.
+std::optional<Variant> parseVariant(std::string_view name);
+
+// A resolved socket address, kept with the text it came from ("host:port").
+struct SocketAddress {
+  std::string text;
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+struct Timeouts {
+  uint32_t client_header_ms = 10000;
+  uint32_t client_idle_ms = 60000;
+  uint32_t upstream_connect_ms = 2000;
+  uint32_t upstream_response_ms = 30000;
+  uint32_t drain_timeout_ms = 15000;
+};
+
+struct Limits {
+  uint64_t max_header_bytes = 65536;
+  uint64_t max_body_bytes = 0;  // 0 = unlimited
+  uint32_t max_connections = 10000;
+};
+
+struct ServerSettings {
+  std::vector<SocketAddress> listen;  // plain-HTTP listeners
+  uint32_t workers = 0;               // 0 = one per CPU core (resolved by the server, not here)
+  std::optional<SocketAddress> admin;
+  std::string admin_token;
+  std::string variant_header = "X-Switchyard-Variant";  // "" disables
+  std::string access_log;                               // "" off, "-" stdout, else a path
+  bool watch_config = false;
+  Timeouts timeouts;
+  Limits limits;
+};
+
+struct TlsCertificate {
+  std::vector<std::string> names;  // SNI names, exact or "*.suffix" (empty for the default)
+  std::string cert_file;
+  std::string key_file;
+};
+
+struct TlsListener {
+  SocketAddress address;
+  TlsCertificate default_cert;
+  std::vector<TlsCertificate> sni;
+};
+
+struct HealthCheck {
+  std::string path = "/healthz";
+  uint32_t interval_ms = 2000;
+  uint32_t timeout_ms = 1000;
+  uint32_t unhealthy_after = 3;
+  uint32_t healthy_after = 2;
+};
+
+enum class Balance : uint8_t { RoundRobin, LeastConn };
+
+struct Pool {
+  std::string name;
+  std::vector<SocketAddress> servers;  // resolved at load; one entry per resolved address
+  Balance balance = Balance::RoundRobin;
+  bool tls = false;
+  bool tls_verify = true;
+  std::string ca_file;
+  std::string sni;
+  std::optional<HealthCheck> health;
+};
+
+struct KeySource {
+  enum class Kind : uint8_t { Header, Cookie };
+  Kind kind;
+  std::string name;  // header names as written; compared case-insensitively
+};
+
+struct Fallback {
+  enum class Kind : uint8_t { Random, ClientIp, Variant };
+  Kind kind = Kind::Random;
+  Variant variant = Variant::Blue;  // with Kind::Variant
+};
+
+// An IPv4 or IPv6 network. IPv4 networks are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d/96+len)
+// so a single comparison covers both families.
+struct Cidr {
+  std::array<uint8_t, 16> addr{};
+  uint8_t prefix_len = 0;  // 0..128 over the 16-byte form
+};
+
+struct Override {
+  enum class Kind : uint8_t { Header, Cookie, ClientIp };
+  Kind kind;
+  std::string name;             // header or cookie name (Header/Cookie)
+  std::shared_ptr<RE2> regex;   // full match against the value (Header/Cookie)
+  std::vector<Cidr> networks;   // ClientIp
+  Variant variant;
+};
+
+struct ShadowSettings {
+  double percent = 0.0;  // 0..100
+  uint64_t max_body_bytes = 1048576;
+  uint32_t max_in_flight = 1024;
+  bool compare = true;
+  std::vector<std::string> ignore_headers = {"date", "x-request-id"};  // lower-case
+};
+
+struct Route {
+  std::string name;
+  // Host match: empty = any; exact (lower-case, no port); or wildcard "*.suffix" stored as
+  // host_suffix = ".suffix" with host_wildcard = true.
+  std::string host;
+  bool host_wildcard = false;
+  std::shared_ptr<RE2> path;  // null = any path; searched (partial match) on the path without query
+  std::vector<KeySource> keys;
+  Fallback fallback;
+  std::string assign_cookie;  // "" disables
+  std::string salt;           // defaults to the route name
+  std::optional<Variant> failover;
+  // Pool per variant (index = Variant); null when the route does not name one.
+  std::array<const Pool*, kVariants> pools{};
+  // Relative weights of blue, green, canary as configured (>= 0, sum > 0).
+  std::array<double, kWeightedVariants> weights{};
+  std::optional<ShadowSettings> shadow;
+  std::vector<Override> overrides;
+};
+
+struct Snapshot {
+  std::string path;         // the config file it was loaded from
+  uint64_t generation = 0;  // assigned by the server when published
+  ServerSettings server;
+  std::vector<TlsListener> tls_listeners;
+  // Pools by name. std::map so Route::pools pointers stay valid (nodes never move).
+  std::map<std::string, Pool> pools;
+  std::vector<Route> routes;
+
+  Snapshot() = default;
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+};
+
+using SnapshotConstSharedPtr = std::shared_ptr<const Snapshot>;
+
+}  // namespace sy::config

@@ -1,0 +1,24 @@
+#include "proxy/http_message.h"
+
+#include <strings.h>
+
+namespace sy::proxy {
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::optional<std::string_view> findHeader(const Headers& headers, std::string_view name) {
+  for (const Header& h : headers) {
+    if (equalsIgnoreCase(h.name, name)) return std::string_view(h.value);
+  }
+  return std::nullopt;
+}
+
+std::string_view RequestHead::path() const {
+  std::string_view t(target);
+  size_t q = t.find('?');
+  return q == std::string_view::npos ? t : t.substr(0, q);
+}
+
+}  // namespace sy::proxy

@@ -1,0 +1,61 @@
+#pragma once
+// key -> variant: overrides, then deterministic weighted hashing of (salt, key), then the
+// fallback. Pure: no I/O, no clocks; randomness is passed in by the caller. The running proxy
+// and `switchyard-ctl explain/simulate` call exactly these functions, so they cannot disagree.
+//
+// Thread: any (pure functions over an immutable Route).
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "config/snapshot.h"
+#include "proxy/http_message.h"
+
+namespace sy::proxy {
+
+// A client address in 16-byte form; IPv4 is IPv4-mapped (::ffff:a.b.c.d), matching
+// config::Cidr.
+struct ClientIp {
+  std::array<uint8_t, 16> bytes{};
+};
+ClientIp clientIpFromSockaddr(const sockaddr* sa);
+
+struct SplitDecision {
+  enum class Reason : uint8_t {
+    Override,          // override_index says which
+    Key,               // key_source_index says which source (route.keys.size() = assign_cookie)
+    AssignedCookie,    // no key: a fresh id was made the key; respond with Set-Cookie
+    FallbackRandom,    // no key, fallback = "random"
+    FallbackClientIp,  // no key, fallback = "client_ip"
+    FallbackVariant,   // no key, fallback names a variant
+  };
+  config::Variant variant = config::Variant::Blue;
+  Reason reason = Reason::Key;
+  int override_index = -1;
+  int key_source_index = -1;
+  std::string key;          // the value that was hashed ("" when none)
+  uint64_t hash = 0;        // the winning variant's hash of (salt, variant, key), for explain
+  bool set_cookie = false;  // Reason::AssignedCookie: the response carries Set-Cookie: name=key
+};
+
+// Decides the variant of one request on `route`. `random_a`/`random_b` are fresh random values
+// (used for fallback = "random" and to mint assign_cookie ids).
+SplitDecision decide(const config::Route& route, const Headers& headers, const ClientIp& client,
+                     uint64_t random_a, uint64_t random_b);
+
+// Weighted rendezvous hashing over the variants with weight > 0 (see splitter.cc for why it
+// has the minimal-disruption properties of SPEC §4). Requires at least one weight > 0.
+config::Variant pickWeighted(std::string_view salt,
+                             const std::array<double, config::kWeightedVariants>& weights,
+                             std::string_view key);
+
+// Whether `key` falls in the shadow sample of `percent` (0..100). Monotone in percent: a key
+// sampled at p is sampled at every p' >= p.
+bool shadowSampled(std::string_view salt, std::string_view key, double percent);
+
+// RFC 6265 cookie lookup over every Cookie header; quoted values are unquoted.
+std::optional<std::string_view> findCookie(const Headers& headers, std::string_view name);
+
+}  // namespace sy::proxy
