@@ -1,1 +1,756 @@
-// placeholder
+#include "proxy/downstream_conn.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "proxy/log.h"
+#include "proxy/rewrite.h"
+#include "proxy/router.h"
+#include "proxy/worker.h"
+
+namespace sy::proxy {
+namespace {
+
+timeval toTimeval(uint32_t ms) {
+  timeval tv{};
+  tv.tv_sec = ms / 1000;
+  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
+  return tv;
+}
+
+std::string peerText(const sockaddr* sa) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof(buf));
+  } else if (sa->sa_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a)) {
+      inet_ntop(AF_INET, &a.s6_addr[12], buf, sizeof(buf));
+    } else {
+      inet_ntop(AF_INET6, &a, buf, sizeof(buf));
+    }
+  }
+  return buf;
+}
+
+void appendHex(std::string& out, uint64_t v) {
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016" PRIx64, v);
+  out.append(buf, 16);
+}
+
+// Chunked transfer coding of one piece (RFC 9112 §7.1).
+void addChunk(evbuffer* out, std::string_view data) {
+  if (data.empty()) return;
+  evbuffer_add_printf(out, "%zx\r\n", data.size());
+  evbuffer_add(out, data.data(), data.size());
+  evbuffer_add(out, "\r\n", 2);
+}
+
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+}  // namespace
+
+std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_socket_t fd,
+                                                       const sockaddr* peer) {
+  // The bufferevent owns the fd from here (BEV_OPT_CLOSE_ON_FREE).
+  BufferEventPtr bev(bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE));
+  if (!bev) {
+    evutil_closesocket(fd);
+    return nullptr;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  std::unique_ptr<DownstreamConn> conn(new DownstreamConn(worker, std::move(bev), peer));
+  if (!conn->timer_) return nullptr;
+  return conn;
+}
+
+DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer)
+    : worker_(worker),
+      bev_(std::move(bev)),
+      timer_(evtimer_new(worker.base(), &DownstreamConn::timerCb, this)),
+      client_ip_(peerText(peer)),
+      client_addr_(clientIpFromSockaddr(peer)) {
+  worker_.shared().client_connections.fetch_add(1, std::memory_order_relaxed);
+  bufferevent_setcb(bev_.get(), &clientReadCb, &clientWriteCb, &clientEventCb, this);
+  // Bounded input: pipelined requests beyond this wait in the kernel.
+  bufferevent_setwatermark(bev_.get(), EV_READ, 0, kHighWater);
+  bufferevent_setwatermark(bev_.get(), EV_WRITE, kLowWater, 0);
+  const config::Timeouts& t = timeouts();
+  timeval idle = toTimeval(t.client_idle_ms);
+  // Read timeout: a client that stops sending mid-body; write timeout: one that stops reading.
+  bufferevent_set_timeouts(bev_.get(), &idle, &idle);
+  request_decoder_.setMaxHeadBytes(worker_.snapshot()->server.limits.max_header_bytes);
+  bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
+  armTimer(t.client_header_ms);
+  head_timer_armed_ = true;
+}
+
+DownstreamConn::~DownstreamConn() {
+  worker_.shared().client_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+const config::Timeouts& DownstreamConn::timeouts() const {
+  return snapshot_ ? snapshot_->server.timeouts : worker_.snapshot()->server.timeouts;
+}
+
+// ---- libevent trampolines ------------------------------------------------------------------
+
+void DownstreamConn::clientReadCb(bufferevent*, void* ctx) noexcept {
+  static_cast<DownstreamConn*>(ctx)->onClientRead();
+}
+void DownstreamConn::clientWriteCb(bufferevent*, void* ctx) noexcept {
+  static_cast<DownstreamConn*>(ctx)->onClientWrite();
+}
+void DownstreamConn::clientEventCb(bufferevent*, short events, void* ctx) noexcept {
+  static_cast<DownstreamConn*>(ctx)->onClientEvent(events);
+}
+void DownstreamConn::timerCb(evutil_socket_t, short, void* ctx) noexcept {
+  static_cast<DownstreamConn*>(ctx)->onTimer();
+}
+
+// ---- client events -------------------------------------------------------------------------
+
+void DownstreamConn::onClientRead() {
+  if (state_ == State::Tunnel) {
+    pumpTunnel();
+    return;
+  }
+  processClientInput();
+}
+
+void DownstreamConn::onClientWrite() {
+  evbuffer* out = bufferevent_get_output(bev_.get());
+  if (state_ == State::Closing) {
+    if (evbuffer_get_length(out) == 0) closeNow();
+    return;
+  }
+  if (upstream_paused_ && upstream_ && evbuffer_get_length(out) <= kLowWater) {
+    upstream_paused_ = false;
+    bufferevent_enable(upstream_->bev(), EV_READ);
+    if (state_ == State::Tunnel) {
+      pumpTunnel();
+    } else {
+      processUpstreamInput();
+    }
+  }
+}
+
+void DownstreamConn::onClientEvent(short events) {
+  if (events & BEV_EVENT_TIMEOUT) {
+    // A read timeout while the request is complete only means the upstream is slow; that has
+    // its own timeout. Keep listening for the client's EOF.
+    if ((events & BEV_EVENT_READING) && state_ == State::Forwarding && request_done_) {
+      bufferevent_enable(bev_.get(), EV_READ);
+      return;
+    }
+    SY_LOG(Debug, "client %s: %s timeout", client_ip_.c_str(),
+           (events & BEV_EVENT_READING) ? "read" : "write");
+    closeNow();
+    return;
+  }
+  if (events & BEV_EVENT_EOF) {
+    client_eof_ = true;
+    // A client that half-closes after a complete request still gets its answer.
+    if (state_ == State::Forwarding && request_done_) {
+      keep_alive_ = false;
+      return;
+    }
+    if (state_ == State::Closing) return;  // still flushing what we owe it
+    if (state_ == State::Tunnel) {
+      closeNow();
+      return;
+    }
+  }
+  closeNow();
+}
+
+void DownstreamConn::onTimer() {
+  if (state_ == State::ReadingHead) {
+    bool partial = !request_decoder_.idle() ||
+                   evbuffer_get_length(bufferevent_get_input(bev_.get())) > 0;
+    if (partial && head_timer_armed_) {
+      // The head did not arrive in client_header_ms (slowloris): answer 408 and close.
+      head_buf_.clear();
+      appendErrorResponse(head_buf_, 408, "request head timeout", false);
+      writeToClient(head_buf_);
+      closeAfterFlush();
+      return;
+    }
+    closeNow();  // idle keep-alive connection
+    return;
+  }
+  if (state_ == State::Closing) closeNow();
+}
+
+void DownstreamConn::closeWhenIdle() {
+  close_when_idle_ = true;
+  if (state_ == State::ReadingHead && request_decoder_.idle() &&
+      evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
+    closeNow();
+  }
+}
+
+// ---- request side --------------------------------------------------------------------------
+
+void DownstreamConn::processClientInput() {
+  if (in_process_input_) return;
+  in_process_input_ = true;
+  evbuffer* in = bufferevent_get_input(bev_.get());
+  while (state_ == State::ReadingHead || state_ == State::Discarding ||
+         (state_ == State::Forwarding && !request_done_)) {
+    if (state_ == State::Forwarding && upstreamBackpressured()) {
+      // The upstream reads slower than the client sends: stop reading the client until the
+      // upstream's buffer drains (onUpstreamWrite).
+      client_paused_ = true;
+      bufferevent_disable(bev_.get(), EV_READ);
+      break;
+    }
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0) break;
+    if (state_ == State::ReadingHead && !head_timer_armed_) {
+      armTimer(timeouts().client_header_ms);  // the first byte of a new request head
+      head_timer_armed_ = true;
+    }
+    evbuffer_iovec vec;
+    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
+    size_t consumed = 0;
+    MessageDecoder::Event ev =
+        request_decoder_.decode(static_cast<const char*>(vec.iov_base), vec.iov_len, consumed);
+    evbuffer_drain(in, consumed);
+    switch (ev) {
+      case MessageDecoder::Event::NeedMore:
+        break;
+      case MessageDecoder::Event::HeadComplete:
+        onRequestHead();
+        break;
+      case MessageDecoder::Event::MessageComplete:
+        onRequestComplete();
+        break;
+      case MessageDecoder::Event::Error:
+        SY_LOG(Debug, "client %s: bad request: %s", client_ip_.c_str(),
+               request_decoder_.errorDescription());
+        fail({ErrorSource::Downstream,
+              request_decoder_.headTooLarge() ? ErrorKind::HeadTooLarge
+                                              : ErrorKind::MalformedRequest});
+        break;
+    }
+    if (ev == MessageDecoder::Event::NeedMore && consumed == 0) break;
+  }
+  in_process_input_ = false;
+  if (state_ == State::Closed) worker_.close(this);
+}
+
+void DownstreamConn::onRequestHead() {
+  disarmTimer();
+  head_timer_armed_ = false;
+  snapshot_ = worker_.snapshot();
+  const RequestHead& req = request_decoder_.request();
+  request_done_ = false;
+  response_started_ = false;
+  request_body_bytes_ = 0;
+  connect_attempts_ = 0;
+  failed_over_ = false;
+  keep_alive_ = request_decoder_.keepAlive() && !close_when_idle_;
+  request_id_.clear();
+  if (!findHeader(req.headers, "x-request-id")) {
+    appendHex(request_id_, worker_.random());
+    appendHex(request_id_, worker_.random());
+  }
+
+  if (req.method == "CONNECT" || (request_decoder_.upgrade() &&
+                                  request_decoder_.framing() != BodyFraming::None)) {
+    fail({ErrorSource::Downstream, ErrorKind::MalformedRequest});
+    return;
+  }
+  const uint64_t max_body = snapshot_->server.limits.max_body_bytes;
+  if (max_body != 0 && request_decoder_.framing() == BodyFraming::ContentLength &&
+      request_decoder_.contentLength() > max_body) {
+    fail({ErrorSource::Downstream, ErrorKind::BodyTooLarge});
+    return;
+  }
+  std::string_view host = findHeader(req.headers, "host").value_or("");
+  route_ = matchRoute(*snapshot_, host, req.path());
+  if (route_ == nullptr) {
+    fail({ErrorSource::Downstream, ErrorKind::NoRoute});
+    return;
+  }
+  decision_ = decide(*route_, req.headers, client_addr_, worker_.random(), worker_.random());
+  variant_ = decision_.variant;
+  if (route_->pools[static_cast<size_t>(variant_)] == nullptr) {
+    if (route_->failover && route_->pools[static_cast<size_t>(*route_->failover)] != nullptr) {
+      variant_ = *route_->failover;
+      failed_over_ = true;
+    } else {
+      fail({ErrorSource::Upstream, ErrorKind::NoHealthyServer});
+      return;
+    }
+  }
+  request_chunked_ = request_decoder_.framing() == BodyFraming::Chunked;
+  state_ = State::Forwarding;
+  if (!connectUpstream(-1)) return;
+  // Expect: 100-continue is answered here, once we know the body is wanted; the upstream
+  // never sees the Expect header (rewrite.cc drops it).
+  if (request_decoder_.framing() != BodyFraming::None) {
+    if (auto expect = findHeader(req.headers, "expect");
+        expect && equalsIgnoreCase(*expect, "100-continue")) {
+      writeToClient("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+  }
+}
+
+bool DownstreamConn::connectUpstream(int exclude_server) {
+  const config::Pool* cfg = route_->pools[static_cast<size_t>(variant_)];
+  UpstreamPool* pool = worker_.poolFor(cfg);
+  std::unique_ptr<UpstreamConn> conn;
+  if (pool != nullptr && pool->serverCount() > 0) {
+    conn = pool->acquire(exclude_server, timeouts().upstream_connect_ms);
+  }
+  ++connect_attempts_;
+  if (!conn) {
+    failUpstream(ErrorKind::ConnectFailed);
+    return false;
+  }
+  std::unique_ptr<UpstreamConn> previous = std::move(upstream_);
+  const size_t previous_head_len = upstream_head_len_;
+  upstream_ = std::move(conn);
+  upstream_->attach(this);
+  bufferevent_setwatermark(upstream_->bev(), EV_READ, 0, kHighWater);
+  bufferevent_setwatermark(upstream_->bev(), EV_WRITE, kLowWater, 0);
+  writeUpstreamHead();  // rebuilt: after a failover it names another variant
+  if (previous) {
+    // A retry: nothing reached the failed server, so the body read so far, queued after the
+    // old head, moves to the new connection.
+    previous->attach(nullptr);
+    evbuffer_drain(previous->output(), previous_head_len);
+    evbuffer_add_buffer(upstream_->output(), previous->output());
+    previous->pool().release(std::move(previous), false);
+  }
+  if (upstream_->connected()) {
+    timeval rw = toTimeval(timeouts().upstream_response_ms);
+    bufferevent_set_timeouts(upstream_->bev(), request_done_ ? &rw : nullptr, &rw);
+  }
+  bufferevent_enable(upstream_->bev(), EV_READ | EV_WRITE);
+  response_decoder_.reset();
+  response_decoder_.setHeadRequest(request_decoder_.request().method == "HEAD");
+  return true;
+}
+
+void DownstreamConn::writeUpstreamHead() {
+  const RequestHead& req = request_decoder_.request();
+  RequestRewrite rw;
+  rw.client_ip = client_ip_;
+  rw.variant_header = snapshot_->server.variant_header;
+  rw.variant = config::variantName(variant_);
+  rw.request_id = request_id_;
+  rw.framing = request_decoder_.framing();
+  rw.content_length = request_decoder_.contentLength();
+  rw.upgrade = request_decoder_.upgrade();
+  head_buf_.clear();
+  appendUpstreamRequestHead(head_buf_, req, rw);
+  evbuffer_add(upstream_->output(), head_buf_.data(), head_buf_.size());
+  upstream_head_len_ = head_buf_.size();
+}
+
+void DownstreamConn::onRequestBody(std::string_view data) {
+  if (state_ == State::Discarding) return;
+  if (state_ != State::Forwarding || !upstream_) return;
+  request_body_bytes_ += data.size();
+  const uint64_t max_body = snapshot_->server.limits.max_body_bytes;
+  if (max_body != 0 && request_body_bytes_ > max_body) {
+    // A chunked body that outgrew the limit; the upstream gets a truncated request and the
+    // connection to it is dropped.
+    fail({ErrorSource::Downstream, ErrorKind::BodyTooLarge});
+    return;
+  }
+  if (request_chunked_) {
+    addChunk(upstream_->output(), data);
+  } else {
+    evbuffer_add(upstream_->output(), data.data(), data.size());
+  }
+}
+
+void DownstreamConn::onRequestComplete() {
+  if (state_ == State::Discarding) {
+    finishExchange();
+    return;
+  }
+  if (state_ != State::Forwarding) return;
+  request_done_ = true;
+  if (request_chunked_ && upstream_) {
+    evbuffer_add(upstream_->output(), kLastChunk.data(), kLastChunk.size());
+  }
+  if (upstream_ && upstream_->connected()) {
+    timeval rw = toTimeval(timeouts().upstream_response_ms);
+    bufferevent_set_timeouts(upstream_->bev(), &rw, &rw);
+  }
+  if (upstream_ == nullptr && response_started_) finishExchange();
+}
+
+// ---- upstream events -----------------------------------------------------------------------
+
+void DownstreamConn::onUpstreamRead() {
+  if (state_ == State::Tunnel) {
+    pumpTunnel();
+    return;
+  }
+  processUpstreamInput();
+}
+
+void DownstreamConn::onUpstreamWrite() {
+  if (client_paused_ && upstream_ && evbuffer_get_length(upstream_->output()) <= kLowWater) {
+    client_paused_ = false;
+    bufferevent_enable(bev_.get(), EV_READ);
+    if (state_ == State::Tunnel) {
+      pumpTunnel();
+    } else {
+      processClientInput();
+    }
+  }
+}
+
+void DownstreamConn::onUpstreamEvent(short events) {
+  if (events & BEV_EVENT_CONNECTED) {
+    upstream_->setConnected();
+    int one = 1;
+    setsockopt(bufferevent_getfd(upstream_->bev()), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    timeval rw = toTimeval(timeouts().upstream_response_ms);
+    bufferevent_set_timeouts(upstream_->bev(), request_done_ ? &rw : nullptr, &rw);
+    return;
+  }
+  if (!upstream_->connected()) {
+    SY_LOG(Warn, "upstream %s: connect failed (%s)", upstream_->address().text.c_str(),
+           (events & BEV_EVENT_TIMEOUT) ? "timeout"
+                                        : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    failUpstream(ErrorKind::ConnectFailed);
+    return;
+  }
+  if (state_ == State::Tunnel) {
+    pumpTunnel();
+    closeAfterFlush();
+    return;
+  }
+  if (events & BEV_EVENT_TIMEOUT) {
+    failUpstream(ErrorKind::ResponseTimeout);
+    return;
+  }
+  // EOF or error: first take whatever arrived before it.
+  processUpstreamInput();
+  if (state_ != State::Forwarding || !upstream_) return;
+  if (events & BEV_EVENT_EOF) {
+    MessageDecoder::Event ev = response_decoder_.finish();
+    if (ev == MessageDecoder::Event::MessageComplete) {
+      onResponseComplete();  // a close-delimited body ends here
+      return;
+    }
+  }
+  failUpstream(response_started_ ? ErrorKind::MalformedResponse
+                                 : ErrorKind::ResetBeforeResponse);
+}
+
+// ---- response side -------------------------------------------------------------------------
+
+void DownstreamConn::processUpstreamInput() {
+  while (state_ == State::Forwarding && upstream_) {
+    if (clientBackpressured()) {
+      // The client reads slower than the upstream sends: stop reading the upstream until the
+      // client's buffer drains (onClientWrite).
+      upstream_paused_ = true;
+      bufferevent_disable(upstream_->bev(), EV_READ);
+      return;
+    }
+    evbuffer* in = upstream_->input();
+    if (evbuffer_get_length(in) == 0) return;
+    evbuffer_iovec vec;
+    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) return;
+    size_t consumed = 0;
+    MessageDecoder::Event ev =
+        response_decoder_.decode(static_cast<const char*>(vec.iov_base), vec.iov_len, consumed);
+    evbuffer_drain(in, consumed);
+    switch (ev) {
+      case MessageDecoder::Event::NeedMore:
+        if (consumed == 0) return;
+        break;
+      case MessageDecoder::Event::HeadComplete:
+        onResponseHead();
+        break;
+      case MessageDecoder::Event::MessageComplete:
+        if (interim_response_) {
+          interim_response_ = false;  // the final response follows
+          break;
+        }
+        onResponseComplete();
+        return;
+      case MessageDecoder::Event::Error:
+        SY_LOG(Warn, "upstream %s: malformed response: %s", upstream_->address().text.c_str(),
+               response_decoder_.errorDescription());
+        failUpstream(ErrorKind::MalformedResponse);
+        return;
+    }
+  }
+}
+
+void DownstreamConn::onResponseHead() {
+  const ResponseHead& resp = response_decoder_.response();
+  if (resp.status / 100 == 1 && resp.status != 101) {
+    interim_response_ = true;  // 100 Continue / 103 Early Hints: we answered Expect ourselves
+    return;
+  }
+  const RequestHead& req = request_decoder_.request();
+  const bool http10 = req.http_major == 1 && req.http_minor == 0;
+  ResponseRewrite rw;
+  rw.variant_header = snapshot_->server.variant_header;
+  rw.variant = config::variantName(variant_);
+  std::string cookie;
+  if (decision_.set_cookie) {
+    cookie = route_->assign_cookie + "=" + decision_.key;
+    rw.set_cookie = cookie;
+  }
+  if (resp.status == 101 && request_decoder_.upgrade()) {
+    rw.upgrade = true;
+    rw.framing = BodyFraming::None;
+    head_buf_.clear();
+    appendDownstreamResponseHead(head_buf_, resp, rw);
+    writeToClient(head_buf_);
+    response_started_ = true;
+    startTunnel();
+    return;
+  }
+  if (request_decoder_.upgrade()) keep_alive_ = false;  // refused upgrade: do not resync
+  switch (response_decoder_.framing()) {
+    case BodyFraming::None:
+      rw.framing = BodyFraming::None;
+      break;
+    case BodyFraming::ContentLength:
+      rw.framing = BodyFraming::ContentLength;
+      rw.content_length = response_decoder_.contentLength();
+      break;
+    case BodyFraming::Chunked:
+    case BodyFraming::UntilClose:
+      // HTTP/1.1 clients get chunked coding (so the connection survives a close-delimited
+      // upstream body); HTTP/1.0 clients get a close-delimited body.
+      if (http10) {
+        rw.framing = BodyFraming::UntilClose;
+        keep_alive_ = false;
+      } else {
+        rw.framing = BodyFraming::Chunked;
+      }
+      break;
+  }
+  response_chunked_ = rw.framing == BodyFraming::Chunked;
+  rw.keep_alive = keep_alive_;
+  rw.http10_client = http10;
+  head_buf_.clear();
+  appendDownstreamResponseHead(head_buf_, resp, rw);
+  writeToClient(head_buf_);
+  response_started_ = true;
+}
+
+void DownstreamConn::onResponseBody(std::string_view data) {
+  if (interim_response_) return;
+  evbuffer* out = bufferevent_get_output(bev_.get());
+  if (response_chunked_) {
+    addChunk(out, data);
+  } else {
+    evbuffer_add(out, data.data(), data.size());
+  }
+}
+
+void DownstreamConn::onResponseComplete() {
+  if (response_chunked_) writeToClient(kLastChunk);
+  // The upstream connection is reusable only at a clean message boundary: the whole request
+  // went out, the response said keep-alive and was length-delimited, nothing extra followed.
+  const bool reusable = request_done_ && response_decoder_.keepAlive() &&
+                        response_decoder_.framing() != BodyFraming::UntilClose &&
+                        evbuffer_get_length(upstream_->input()) == 0 &&
+                        evbuffer_get_length(upstream_->output()) == 0;
+  releaseUpstream(reusable);
+  if (!request_done_) {
+    // The upstream answered before reading the whole request (e.g. its own 413): the rest of
+    // the request body cannot be skipped safely, so the connection ends here.
+    keep_alive_ = false;
+  }
+  if (!keep_alive_ || client_eof_) {
+    closeAfterFlush();
+    return;
+  }
+  finishExchange();
+}
+
+void DownstreamConn::startTunnel() {
+  state_ = State::Tunnel;
+  disarmTimer();
+  // No timeouts on a tunnel beyond the idle ones: a WebSocket may stay quiet for long.
+  timeval idle = toTimeval(timeouts().client_idle_ms);
+  bufferevent_set_timeouts(upstream_->bev(), &idle, &idle);
+  bufferevent_enable(bev_.get(), EV_READ);
+  bufferevent_enable(upstream_->bev(), EV_READ);
+  pumpTunnel();
+}
+
+void DownstreamConn::pumpTunnel() {
+  if (!upstream_) return;
+  evbuffer* client_in = bufferevent_get_input(bev_.get());
+  evbuffer* client_out = bufferevent_get_output(bev_.get());
+  if (evbuffer_get_length(upstream_->input()) > 0) {
+    evbuffer_add_buffer(client_out, upstream_->input());
+  }
+  if (evbuffer_get_length(client_in) > 0) {
+    evbuffer_add_buffer(upstream_->output(), client_in);
+  }
+  if (clientBackpressured()) {
+    upstream_paused_ = true;
+    bufferevent_disable(upstream_->bev(), EV_READ);
+  }
+  if (upstreamBackpressured()) {
+    client_paused_ = true;
+    bufferevent_disable(bev_.get(), EV_READ);
+  }
+}
+
+// ---- errors: the one place they become statuses --------------------------------------------
+
+void DownstreamConn::failUpstream(ErrorKind kind) {
+  ProxyError error{ErrorSource::Upstream, kind, false};
+  // Only a failed connect is retried: nothing reached the server, so any method is safe.
+  if (kind == ErrorKind::ConnectFailed) {
+    error.retryable = true;
+  }
+  fail(error);
+}
+
+void DownstreamConn::fail(const ProxyError& error) {
+  if (state_ == State::Closing || state_ == State::Closed) return;
+  if (error.retryable && route_ != nullptr && state_ == State::Forwarding) {
+    const int failed_server = upstream_ ? static_cast<int>(upstream_->serverIndex()) : -1;
+    UpstreamPool* pool = worker_.poolFor(route_->pools[static_cast<size_t>(variant_)]);
+    if (connect_attempts_ < 2 && pool != nullptr && pool->serverCount() > 1) {
+      connectUpstream(failed_server);  // once, on another server of the same pool
+      return;
+    }
+    if (!failed_over_ && route_->failover && *route_->failover != variant_ &&
+        route_->pools[static_cast<size_t>(*route_->failover)] != nullptr) {
+      // Every try of the chosen variant failed to connect: its pool is unusable now.
+      SY_LOG(Warn, "route %s: variant %s unreachable, failing over to %s",
+             route_->name.c_str(), config::variantName(variant_),
+             config::variantName(*route_->failover));
+      failed_over_ = true;
+      variant_ = *route_->failover;
+      connect_attempts_ = 0;
+      connectUpstream(-1);
+      return;
+    }
+  }
+  if (upstream_) releaseUpstream(false);
+  if (response_started_) {
+    // Too late for a status: cut the client connection so it sees a truncated response.
+    closeNow();
+    return;
+  }
+  const int status = statusFor(error.kind);
+  if (error.source == ErrorSource::Upstream) {
+    SY_LOG(Info, "%s %s -> %d (%s)", request_decoder_.request().method.c_str(),
+           request_decoder_.request().target.c_str(), status, messageFor(error.kind));
+  }
+  // The connection survives only where the request framing is still trustworthy and the
+  // rest of the request can be skipped: a complete request, or one without a body.
+  const bool framing_ok = error.kind != ErrorKind::MalformedRequest &&
+                          error.kind != ErrorKind::HeadTooLarge &&
+                          error.kind != ErrorKind::BodyTooLarge;
+  const bool rest_skippable =
+      request_done_ ||
+      (request_decoder_.framing() == BodyFraming::None && !request_decoder_.upgrade());
+  const bool keep = keep_alive_ && framing_ok && rest_skippable;
+  head_buf_.clear();
+  appendErrorResponse(head_buf_, status, messageFor(error.kind), keep, request_id_);
+  writeToClient(head_buf_);
+  response_started_ = true;
+  if (!keep) {
+    closeAfterFlush();
+  } else if (request_done_) {
+    finishExchange();
+  } else {
+    state_ = State::Discarding;  // the (empty) rest of the request ends the exchange
+  }
+}
+
+// ---- exchange and connection lifetime ------------------------------------------------------
+
+void DownstreamConn::releaseUpstream(bool reusable) {
+  if (!upstream_) return;
+  upstream_->attach(nullptr);
+  upstream_paused_ = false;
+  if (client_paused_) {
+    client_paused_ = false;
+    bufferevent_enable(bev_.get(), EV_READ);
+  }
+  UpstreamPool& pool = upstream_->pool();
+  pool.release(std::move(upstream_), reusable);
+}
+
+void DownstreamConn::finishExchange() {
+  state_ = State::ReadingHead;
+  snapshot_.reset();
+  route_ = nullptr;
+  request_done_ = false;
+  response_started_ = false;
+  interim_response_ = false;
+  if (close_when_idle_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
+    closeNow();
+    return;
+  }
+  armTimer(timeouts().client_idle_ms);
+  head_timer_armed_ = false;
+  // Pipelined requests already buffered are served now (unless we are inside
+  // processClientInput, whose loop continues with them).
+  if (!in_process_input_) processClientInput();
+}
+
+void DownstreamConn::closeAfterFlush() {
+  if (state_ == State::Closing || state_ == State::Closed) return;
+  state_ = State::Closing;
+  releaseUpstream(false);
+  bufferevent_disable(bev_.get(), EV_READ);
+  if (evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0) {
+    closeNow();
+    return;
+  }
+  // Bound the flush: a client that never reads must not keep us forever.
+  armTimer(timeouts().client_idle_ms);
+}
+
+void DownstreamConn::closeNow() {
+  if (state_ == State::Closed) return;
+  state_ = State::Closed;
+  releaseUpstream(false);
+  disarmTimer();
+  bufferevent_disable(bev_.get(), EV_READ | EV_WRITE);
+  bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
+  if (!in_process_input_) worker_.close(this);
+}
+
+void DownstreamConn::armTimer(uint32_t ms) {
+  timeval tv = toTimeval(ms);
+  evtimer_add(timer_.get(), &tv);
+}
+
+void DownstreamConn::disarmTimer() { evtimer_del(timer_.get()); }
+
+void DownstreamConn::writeToClient(std::string_view data) {
+  bufferevent_write(bev_.get(), data.data(), data.size());
+}
+
+bool DownstreamConn::clientBackpressured() const {
+  return evbuffer_get_length(bufferevent_get_output(bev_.get())) > kHighWater;
+}
+
+bool DownstreamConn::upstreamBackpressured() const {
+  return upstream_ && evbuffer_get_length(upstream_->output()) > kHighWater;
+}
+
+}  // namespace sy::proxy

@@ -1,1 +1,178 @@
-// placeholder
+#include "proxy/http_codec.h"
+
+#include <climits>
+
+namespace sy::proxy {
+namespace {
+
+MessageDecoder& self(http_parser* p) { return *static_cast<MessageDecoder*>(p->data); }
+
+}  // namespace
+
+const http_parser_settings MessageDecoder::kSettings = [] {
+  http_parser_settings s{};
+  s.on_message_begin = &MessageDecoder::onMessageBegin;
+  s.on_url = &MessageDecoder::onUrl;
+  s.on_status = &MessageDecoder::onStatus;
+  s.on_header_field = &MessageDecoder::onHeaderField;
+  s.on_header_value = &MessageDecoder::onHeaderValue;
+  s.on_headers_complete = &MessageDecoder::onHeadersComplete;
+  s.on_body = &MessageDecoder::onBody;
+  s.on_message_complete = &MessageDecoder::onMessageComplete;
+  return s;
+}();
+
+MessageDecoder::MessageDecoder(Kind kind, BodySink& sink) : kind_(kind), sink_(sink) { reset(); }
+
+void MessageDecoder::reset() {
+  http_parser_init(&parser_, kind_ == Kind::Request ? HTTP_REQUEST : HTTP_RESPONSE);
+  parser_.data = this;
+  in_message_ = false;
+  in_head_ = false;
+  head_too_large_ = false;
+  pending_ = Event::NeedMore;
+}
+
+bool MessageDecoder::addHeadBytes(size_t n) {
+  head_bytes_ += n;
+  if (max_head_bytes_ != 0 && head_bytes_ > max_head_bytes_) {
+    head_too_large_ = true;
+    return false;
+  }
+  return true;
+}
+
+MessageDecoder::Event MessageDecoder::decode(const char* data, size_t len, size_t& consumed) {
+  consumed = 0;
+  if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
+  if (HTTP_PARSER_ERRNO(&parser_) != HPE_OK) return Event::Error;
+  pending_ = Event::NeedMore;
+  size_t n = http_parser_execute(&parser_, &kSettings, data, len);
+  consumed = n;
+  http_errno err = HTTP_PARSER_ERRNO(&parser_);
+  // http-parser's own (compile-time) head limit counts as ours.
+  if (err == HPE_HEADER_OVERFLOW) head_too_large_ = true;
+  if (err == HPE_PAUSED) return pending_;
+  if (err != HPE_OK) return Event::Error;
+  if (pending_ != Event::NeedMore) return pending_;
+  // An upgrade request (or CONNECT) ends the HTTP stream: http-parser returns early after the
+  // message and leaves the rest, which belongs to the tunnelled protocol, unconsumed.
+  return Event::NeedMore;
+}
+
+MessageDecoder::Event MessageDecoder::finish() {
+  if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
+  if (HTTP_PARSER_ERRNO(&parser_) != HPE_OK) return Event::Error;
+  pending_ = Event::NeedMore;
+  http_parser_execute(&parser_, &kSettings, nullptr, 0);
+  http_errno err = HTTP_PARSER_ERRNO(&parser_);
+  if (err != HPE_OK && err != HPE_PAUSED) return Event::Error;
+  return pending_;
+}
+
+const char* MessageDecoder::errorDescription() const {
+  if (head_too_large_) return "head too large";
+  return http_errno_description(HTTP_PARSER_ERRNO(&parser_));
+}
+
+int MessageDecoder::onMessageBegin(http_parser* p) {
+  MessageDecoder& d = self(p);
+  d.in_message_ = true;
+  d.in_head_ = true;
+  d.head_bytes_ = 0;
+  d.last_was_value_ = false;
+  d.framing_ = BodyFraming::None;
+  d.content_length_ = 0;
+  if (d.kind_ == Kind::Request) {
+    d.request_.method.clear();
+    d.request_.target.clear();
+    d.request_.headers.clear();
+  } else {
+    d.response_.reason.clear();
+    d.response_.headers.clear();
+  }
+  return 0;
+}
+
+int MessageDecoder::onUrl(http_parser* p, const char* at, size_t len) {
+  MessageDecoder& d = self(p);
+  if (!d.addHeadBytes(len)) return 1;
+  d.request_.target.append(at, len);
+  return 0;
+}
+
+int MessageDecoder::onStatus(http_parser* p, const char* at, size_t len) {
+  MessageDecoder& d = self(p);
+  if (!d.addHeadBytes(len)) return 1;
+  d.response_.reason.append(at, len);
+  return 0;
+}
+
+int MessageDecoder::onHeaderField(http_parser* p, const char* at, size_t len) {
+  MessageDecoder& d = self(p);
+  if (!d.addHeadBytes(len + 4)) return 1;  // + ": " and CRLF
+  Headers& hs = d.headers();
+  if (hs.empty() || d.last_was_value_) hs.emplace_back();
+  hs.back().name.append(at, len);
+  d.last_was_value_ = false;
+  return 0;
+}
+
+int MessageDecoder::onHeaderValue(http_parser* p, const char* at, size_t len) {
+  MessageDecoder& d = self(p);
+  if (!d.addHeadBytes(len)) return 1;
+  Headers& hs = d.headers();
+  if (hs.empty()) return 1;
+  hs.back().value.append(at, len);
+  d.last_was_value_ = true;
+  return 0;
+}
+
+int MessageDecoder::onHeadersComplete(http_parser* p) {
+  MessageDecoder& d = self(p);
+  d.in_head_ = false;
+  if (d.kind_ == Kind::Request) {
+    d.request_.method = http_method_str(static_cast<http_method>(p->method));
+    d.request_.http_major = p->http_major;
+    d.request_.http_minor = p->http_minor;
+  } else {
+    d.response_.status = p->status_code;
+    d.response_.http_major = p->http_major;
+    d.response_.http_minor = p->http_minor;
+  }
+  const bool chunked = (p->flags & F_CHUNKED) != 0;
+  const bool has_length = p->content_length != ULLONG_MAX;
+  bool skip_body = false;
+  if (d.kind_ == Kind::Response) {
+    const unsigned status = p->status_code;
+    skip_body = d.head_request_ || status / 100 == 1 || status == 204 || status == 304;
+  }
+  if (skip_body) {
+    d.framing_ = BodyFraming::None;
+  } else if (chunked) {
+    d.framing_ = BodyFraming::Chunked;
+  } else if (has_length) {
+    d.framing_ = p->content_length > 0 ? BodyFraming::ContentLength : BodyFraming::None;
+    d.content_length_ = p->content_length;
+  } else {
+    d.framing_ = d.kind_ == Kind::Response ? BodyFraming::UntilClose : BodyFraming::None;
+  }
+  d.pending_ = Event::HeadComplete;
+  http_parser_pause(p, 1);
+  return skip_body && d.kind_ == Kind::Response ? 1 : 0;
+}
+
+int MessageDecoder::onBody(http_parser* p, const char* at, size_t len) {
+  self(p).sink_.onBodyData(std::string_view(at, len));
+  return 0;
+}
+
+int MessageDecoder::onMessageComplete(http_parser* p) {
+  MessageDecoder& d = self(p);
+  d.in_message_ = false;
+  d.pending_ = Event::MessageComplete;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+}  // namespace sy::proxy

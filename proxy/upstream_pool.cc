@@ -1,1 +1,159 @@
-// placeholder
+#include "proxy/upstream_pool.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace sy::proxy {
+namespace {
+
+timeval toTimeval(uint32_t ms) {
+  timeval tv{};
+  tv.tv_sec = ms / 1000;
+  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
+  return tv;
+}
+
+}  // namespace
+
+// ---- UpstreamConn --------------------------------------------------------------------------
+
+UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev)
+    : pool_(std::move(pool)), server_(server), bev_(std::move(bev)) {
+  bufferevent_setcb(bev_.get(), &readCb, &writeCb, &eventCb, this);
+}
+
+UpstreamConn::~UpstreamConn() {
+  if (bev_) bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
+}
+
+const config::SocketAddress& UpstreamConn::address() const { return pool_->address(server_); }
+
+void UpstreamConn::readCb(bufferevent*, void* ctx) noexcept {
+  auto* c = static_cast<UpstreamConn*>(ctx);
+  if (c->owner_) {
+    c->owner_->onUpstreamRead();
+  } else {
+    c->pool_->onIdleEvent(*c);  // an idle connection must not speak: drop it
+  }
+}
+
+void UpstreamConn::writeCb(bufferevent*, void* ctx) noexcept {
+  auto* c = static_cast<UpstreamConn*>(ctx);
+  if (c->owner_) c->owner_->onUpstreamWrite();
+}
+
+void UpstreamConn::eventCb(bufferevent*, short events, void* ctx) noexcept {
+  auto* c = static_cast<UpstreamConn*>(ctx);
+  if (c->owner_) {
+    c->owner_->onUpstreamEvent(events);
+  } else {
+    c->pool_->onIdleEvent(*c);  // closed by the server, or idle timeout
+  }
+}
+
+// ---- UpstreamPool --------------------------------------------------------------------------
+
+std::shared_ptr<UpstreamPool> UpstreamPool::create(Worker& worker, const config::Pool& pool) {
+  return std::shared_ptr<UpstreamPool>(new UpstreamPool(worker, pool));
+}
+
+UpstreamPool::UpstreamPool(Worker& worker, const config::Pool& pool)
+    : worker_(worker), name_(pool.name), balance_(pool.balance) {
+  servers_.reserve(pool.servers.size());
+  for (const config::SocketAddress& a : pool.servers) servers_.push_back(Server{a, 0, {}});
+  // Workers start their round-robin at different servers so that, with few requests, the
+  // servers still see an even share.
+  if (!servers_.empty()) rr_next_ = worker.index() % servers_.size();
+}
+
+bool UpstreamPool::sameServers(const config::Pool& pool) const {
+  if (pool.servers.size() != servers_.size() || pool.balance != balance_) return false;
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    if (pool.servers[i].text != servers_[i].address.text ||
+        pool.servers[i].len != servers_[i].address.len ||
+        memcmp(&pool.servers[i].addr, &servers_[i].address.addr, pool.servers[i].len) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+size_t UpstreamPool::pickServer(int exclude) {
+  const size_t n = servers_.size();
+  auto allowed = [&](size_t i) { return n == 1 || static_cast<int>(i) != exclude; };
+  if (balance_ == config::Balance::LeastConn) {
+    // Fewest active connections on this worker; ties go round-robin so load still spreads.
+    size_t best = n;
+    for (size_t k = 0; k < n; ++k) {
+      size_t i = (rr_next_ + k) % n;
+      if (!allowed(i)) continue;
+      if (best == n || servers_[i].active < servers_[best].active) best = i;
+    }
+    rr_next_ = (best + 1) % n;
+    return best;
+  }
+  size_t i = rr_next_ % n;
+  if (!allowed(i)) i = (i + 1) % n;
+  rr_next_ = (i + 1) % n;
+  return i;
+}
+
+std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connect_timeout_ms) {
+  if (servers_.empty()) return nullptr;
+  const size_t i = pickServer(exclude);
+  Server& server = servers_[i];
+  ++server.active;
+  if (!server.idle.empty()) {
+    std::unique_ptr<UpstreamConn> conn = std::move(server.idle.back());
+    server.idle.pop_back();
+    conn->reused_ = true;
+    bufferevent_set_timeouts(conn->bev(), nullptr, nullptr);
+    return conn;
+  }
+  BufferEventPtr bev(bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE));
+  if (!bev) {
+    --server.active;
+    return nullptr;
+  }
+  // While connecting, the write timeout is the connect timeout (libevent applies it to the
+  // pending connect).
+  timeval tv = toTimeval(connect_timeout_ms);
+  bufferevent_set_timeouts(bev.get(), nullptr, &tv);
+  std::unique_ptr<UpstreamConn> conn(new UpstreamConn(shared_from_this(), i, std::move(bev)));
+  if (bufferevent_socket_connect(conn->bev(), reinterpret_cast<const sockaddr*>(&server.address.addr),
+                                 static_cast<int>(server.address.len)) != 0) {
+    // Immediate failure (e.g. no route): the owner sees it as a connect error event soon.
+    SY_LOG(Debug, "upstream %s: connect could not start", server.address.text.c_str());
+  }
+  return conn;
+}
+
+void UpstreamPool::release(std::unique_ptr<UpstreamConn> conn, bool reusable) {
+  Server& server = servers_[conn->server_];
+  if (server.active > 0) --server.active;
+  conn->attach(nullptr);
+  if (!reusable || worker_.draining()) {
+    worker_.deferDelete(std::move(conn));
+    return;
+  }
+  timeval idle = toTimeval(kIdleTimeoutMs);
+  bufferevent_set_timeouts(conn->bev(), &idle, nullptr);
+  bufferevent_enable(conn->bev(), EV_READ);
+  server.idle.push_back(std::move(conn));
+}
+
+void UpstreamPool::onIdleEvent(UpstreamConn& conn) {
+  Server& server = servers_[conn.server_];
+  auto it = std::find_if(server.idle.begin(), server.idle.end(),
+                         [&](const std::unique_ptr<UpstreamConn>& c) { return c.get() == &conn; });
+  if (it == server.idle.end()) return;
+  std::unique_ptr<UpstreamConn> owned = std::move(*it);
+  server.idle.erase(it);
+  bufferevent_disable(owned->bev(), EV_READ | EV_WRITE);
+  worker_.deferDelete(std::move(owned));
+}
+
+}  // namespace sy::proxy

@@ -1,1 +1,158 @@
-// placeholder
+#include "proxy/worker.h"
+
+#include <sys/random.h>
+
+#include "proxy/downstream_conn.h"
+#include "proxy/listener.h"
+#include "proxy/log.h"
+#include "proxy/upstream_pool.h"
+
+namespace sy::proxy {
+
+Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot)
+    : index_(index), shared_(shared), base_(event_base_new()) {
+  posted_event_.reset(event_new(base_.get(), -1, 0, &Worker::onPosted, this));
+  deferred_event_.reset(event_new(base_.get(), -1, 0, &Worker::onDeferred, this));
+  drain_timer_.reset(evtimer_new(base_.get(), &Worker::onDrainTimer, this));
+  if (getrandom(&rng_state_, sizeof(rng_state_), 0) != sizeof(rng_state_)) {
+    rng_state_ = reinterpret_cast<uintptr_t>(this) ^ static_cast<uint64_t>(time(nullptr));
+  }
+  setSnapshot(std::move(snapshot));
+}
+
+Worker::~Worker() {
+  // Connections first: they return upstream connections to pools that must still exist.
+  connections_.clear();
+  deferred_.clear();
+  pools_.clear();
+  listeners_.clear();
+}
+
+bool Worker::bindListeners(std::string& error) {
+  for (const config::SocketAddress& a : snapshot_->server.listen) {
+    std::unique_ptr<Listener> l = Listener::create(*this, a, error);
+    if (!l) return false;
+    listeners_.push_back(std::move(l));
+  }
+  return true;
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] { event_base_loop(base_.get(), EVLOOP_NO_EXIT_ON_EMPTY); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    posted_.push_back(std::move(fn));
+  }
+  // event_active is thread-safe once evthread_use_pthreads() ran (Server does it first).
+  event_active(posted_event_.get(), 0, 0);
+}
+
+void Worker::onPosted(evutil_socket_t, short, void* ctx) noexcept {
+  static_cast<Worker*>(ctx)->runPosted();
+}
+
+void Worker::runPosted() {
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    tasks.swap(posted_);
+  }
+  for (auto& t : tasks) t();
+}
+
+void Worker::publish(config::SnapshotConstSharedPtr snapshot) {
+  post([this, snapshot = std::move(snapshot)]() mutable { setSnapshot(std::move(snapshot)); });
+}
+
+void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot) {
+  // Pools whose servers did not change carry over, idle connections included.
+  std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools;
+  for (const auto& [name, pool] : snapshot->pools) {
+    std::shared_ptr<UpstreamPool> kept;
+    for (auto& [old_cfg, old_pool] : pools_) {
+      if (old_pool->name() == name && old_pool->sameServers(pool)) {
+        kept = old_pool;
+        break;
+      }
+    }
+    pools.emplace(&pool, kept ? std::move(kept) : UpstreamPool::create(*this, pool));
+  }
+  pools_ = std::move(pools);
+  snapshot_ = std::move(snapshot);
+}
+
+UpstreamPool* Worker::poolFor(const config::Pool* pool) {
+  auto it = pools_.find(pool);
+  return it == pools_.end() ? nullptr : it->second.get();
+}
+
+void Worker::adopt(std::unique_ptr<DownstreamConn> conn) {
+  DownstreamConn* key = conn.get();
+  connections_.emplace(key, std::move(conn));
+}
+
+void Worker::close(DownstreamConn* conn) {
+  auto it = connections_.find(conn);
+  if (it == connections_.end()) return;
+  deferDelete(std::move(it->second));
+  connections_.erase(it);
+  if (draining_) maybeFinishDrain();
+}
+
+void Worker::deferDelete(std::unique_ptr<Deferrable> obj) {
+  deferred_.push_back(std::move(obj));
+  event_active(deferred_event_.get(), 0, 0);
+}
+
+void Worker::onDeferred(evutil_socket_t, short, void* ctx) noexcept {
+  auto* w = static_cast<Worker*>(ctx);
+  // Freeing may defer more (a connection releasing its upstream): loop until quiet.
+  while (!w->deferred_.empty()) {
+    std::vector<std::unique_ptr<Deferrable>> batch;
+    batch.swap(w->deferred_);
+  }
+}
+
+void Worker::drain(uint32_t timeout_ms) {
+  post([this, timeout_ms] {
+    draining_ = true;
+    for (auto& l : listeners_) l->disable();
+    // Copy: closeWhenIdle may unlink connections from the map.
+    std::vector<DownstreamConn*> conns;
+    conns.reserve(connections_.size());
+    for (auto& [ptr, owned] : connections_) conns.push_back(ptr);
+    for (DownstreamConn* c : conns) c->closeWhenIdle();
+    timeval tv{static_cast<time_t>(timeout_ms / 1000),
+               static_cast<suseconds_t>(timeout_ms % 1000) * 1000};
+    evtimer_add(drain_timer_.get(), &tv);
+    maybeFinishDrain();
+  });
+}
+
+void Worker::maybeFinishDrain() {
+  if (connections_.empty()) event_base_loopexit(base_.get(), nullptr);
+}
+
+void Worker::onDrainTimer(evutil_socket_t, short, void* ctx) noexcept {
+  auto* w = static_cast<Worker*>(ctx);
+  SY_LOG(Warn, "worker %zu: drain timeout with %zu connections left", w->index_,
+         w->connections_.size());
+  event_base_loopexit(w->base_.get(), nullptr);
+}
+
+uint64_t Worker::random() {
+  // splitmix64: fast, good enough for fallback sampling and ids (not for secrets).
+  uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace sy::proxy

@@ -1,0 +1,112 @@
+#pragma once
+// Per-worker keep-alive connection pools to the servers of one config::Pool. Nothing here is
+// shared across threads: each worker has its own pools, so picking a server and reusing an
+// idle connection need no lock.
+//
+// Thread: worker-local.
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/snapshot.h"
+#include "proxy/deferred.h"
+#include "proxy/libevent_ptr.h"
+
+namespace sy::proxy {
+
+class UpstreamPool;
+class Worker;
+
+// One connection to an upstream server. While serving a request it is owned by that
+// request's DownstreamConn, which receives its events through Owner; between requests it sits
+// idle in its pool.
+class UpstreamConn : public Deferrable {
+ public:
+  class Owner {
+   public:
+    virtual ~Owner() = default;
+    virtual void onUpstreamRead() = 0;
+    virtual void onUpstreamWrite() = 0;
+    virtual void onUpstreamEvent(short events) = 0;
+  };
+
+  ~UpstreamConn() override;
+  UpstreamConn(const UpstreamConn&) = delete;
+  UpstreamConn& operator=(const UpstreamConn&) = delete;
+
+  bufferevent* bev() const { return bev_.get(); }
+  evbuffer* input() const { return bufferevent_get_input(bev_.get()); }
+  evbuffer* output() const { return bufferevent_get_output(bev_.get()); }
+  bool connected() const { return connected_; }
+  void setConnected() { connected_ = true; }
+  bool reused() const { return reused_; }
+  size_t serverIndex() const { return server_; }
+  const config::SocketAddress& address() const;
+  UpstreamPool& pool() const { return *pool_; }
+
+  // Routes this connection's events to `owner` (null: idle in the pool).
+  void attach(Owner* owner) { owner_ = owner; }
+
+ private:
+  friend class UpstreamPool;
+  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev);
+  static void readCb(bufferevent* bev, void* ctx) noexcept;
+  static void writeCb(bufferevent* bev, void* ctx) noexcept;
+  static void eventCb(bufferevent* bev, short events, void* ctx) noexcept;
+
+  std::shared_ptr<UpstreamPool> pool_;  // keeps the pool alive across a reload
+  size_t server_;
+  BufferEventPtr bev_;
+  Owner* owner_ = nullptr;
+  bool connected_ = false;
+  bool reused_ = false;
+};
+
+class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
+ public:
+  // How long an idle keep-alive connection is kept. Below the keep-alive timeouts of common
+  // servers (nginx 75 s, Apache 5 s is the exception) so we usually close first.
+  static constexpr uint32_t kIdleTimeoutMs = 30000;
+
+  static std::shared_ptr<UpstreamPool> create(Worker& worker, const config::Pool& pool);
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  // A connection to a server of the pool: an idle keep-alive one when there is one, else a
+  // new connect (in progress; its Owner sees BEV_EVENT_CONNECTED or an error). `exclude` is a
+  // server index to avoid (the one whose connect just failed) when others exist; -1 for none.
+  // Null only when the connect could not even be started.
+  std::unique_ptr<UpstreamConn> acquire(int exclude, uint32_t connect_timeout_ms);
+
+  // Takes a connection back after a request: kept idle if `reusable`, else closed.
+  void release(std::unique_ptr<UpstreamConn> conn, bool reusable);
+
+  size_t serverCount() const { return servers_.size(); }
+  const config::SocketAddress& address(size_t server) const { return servers_[server].address; }
+  const std::string& name() const { return name_; }
+  // Whether this pool serves the same servers as `pool` (so a reload can keep it).
+  bool sameServers(const config::Pool& pool) const;
+
+ private:
+  struct Server {
+    config::SocketAddress address;
+    uint32_t active = 0;  // connections of this worker currently serving a request
+    std::vector<std::unique_ptr<UpstreamConn>> idle;
+  };
+
+  UpstreamPool(Worker& worker, const config::Pool& pool);
+  size_t pickServer(int exclude);
+  void onIdleEvent(UpstreamConn& conn);
+  friend class UpstreamConn;
+
+  Worker& worker_;
+  std::string name_;
+  config::Balance balance_;
+  std::vector<Server> servers_;
+  size_t rr_next_ = 0;
+};
+
+}  // namespace sy::proxy

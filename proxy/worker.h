@@ -1,0 +1,104 @@
+#pragma once
+// One thread + one event_base. Owns every per-thread object: its listeners, its client
+// connections, its upstream pools, its copy of the current snapshot pointer. Other threads
+// talk to a worker only through post().
+//
+// Thread: worker-local, except where a method says "Thread: any".
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "config/snapshot.h"
+#include "proxy/deferred.h"
+#include "proxy/libevent_ptr.h"
+
+namespace sy::proxy {
+
+class DownstreamConn;
+class Listener;
+class UpstreamPool;
+
+// Process-wide counters shared by every worker. Atomics, touched once per connection.
+struct SharedState {
+  std::atomic<uint32_t> client_connections{0};
+};
+
+class Worker {
+ public:
+  // Thread: main. `snapshot` is the one to start with.
+  Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Thread: main. Binds this worker's listeners (SO_REUSEPORT: every worker binds every
+  // address). Returns false and sets `error` when an address cannot be bound.
+  bool bindListeners(std::string& error);
+  // Thread: main. Starts the thread running the loop.
+  void start();
+  // Thread: main. Waits for the loop to exit.
+  void join();
+
+  // Thread: any. Runs `fn` on this worker's thread.
+  void post(std::function<void()> fn);
+  // Thread: any. Requests from now on use `snapshot`; requests in flight keep theirs.
+  void publish(config::SnapshotConstSharedPtr snapshot);
+  // Thread: any. Stop accepting; exit the loop once every connection is gone or after
+  // `timeout_ms`, closing idle keep-alive connections at once.
+  void drain(uint32_t timeout_ms);
+
+  event_base* base() const { return base_.get(); }
+  size_t index() const { return index_; }
+  const config::SnapshotConstSharedPtr& snapshot() const { return snapshot_; }
+  bool draining() const { return draining_; }
+
+  // The per-worker connection pool for `pool` of the current or an older snapshot.
+  UpstreamPool* poolFor(const config::Pool* pool);
+
+  // Takes ownership of an accepted connection.
+  void adopt(std::unique_ptr<DownstreamConn> conn);
+  // Unlinks `conn` and frees it after the current callbacks return.
+  void close(DownstreamConn* conn);
+  // Frees `obj` after the current callbacks return.
+  void deferDelete(std::unique_ptr<Deferrable> obj);
+
+  SharedState& shared() { return shared_; }
+  // A fast non-cryptographic random value (split fallback, request ids, cookie ids).
+  uint64_t random();
+
+ private:
+  static void onPosted(evutil_socket_t, short, void* ctx) noexcept;
+  static void onDeferred(evutil_socket_t, short, void* ctx) noexcept;
+  static void onDrainTimer(evutil_socket_t, short, void* ctx) noexcept;
+  void runPosted();
+  void setSnapshot(config::SnapshotConstSharedPtr snapshot);
+  void maybeFinishDrain();
+
+  size_t index_;
+  SharedState& shared_;
+  EventBasePtr base_;
+  EventPtr posted_event_;
+  EventPtr deferred_event_;
+  EventPtr drain_timer_;
+  std::thread thread_;
+
+  std::mutex posted_mutex_;  // guards posted_ (the only cross-thread state)
+  std::vector<std::function<void()>> posted_;
+
+  config::SnapshotConstSharedPtr snapshot_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_map<DownstreamConn*, std::unique_ptr<DownstreamConn>> connections_;
+  std::vector<std::unique_ptr<Deferrable>> deferred_;
+  // Pools of the current snapshot, by config pool. Pools of older snapshots stay alive
+  // through the shared_ptrs held by their connections.
+  std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools_;
+  uint64_t rng_state_;
+  bool draining_ = false;
+};
+
+}  // namespace sy::proxy
