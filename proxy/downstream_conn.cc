@@ -53,6 +53,12 @@ void addChunk(evbuffer* out, std::string_view data) {
 
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
+uint64_t nowUs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
 }  // namespace
 
 std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_socket_t fd,
@@ -250,6 +256,10 @@ void DownstreamConn::onRequestHead() {
   disarmTimer();
   head_timer_armed_ = false;
   snapshot_ = worker_.snapshot();
+  start_us_ = nowUs();
+  recorded_ = false;
+  variant_ = config::Variant::Blue;
+  route_metrics_ = &worker_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
   const RequestHead& req = request_decoder_.request();
   request_done_ = false;
   response_started_ = false;
@@ -280,6 +290,7 @@ void DownstreamConn::onRequestHead() {
     fail({ErrorSource::Downstream, ErrorKind::NoRoute});
     return;
   }
+  route_metrics_ = &worker_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
   decision_ = decide(*route_, req.headers, client_addr_, worker_.random(), worker_.random());
   variant_ = decision_.variant;
   if (route_->pools[static_cast<size_t>(variant_)] == nullptr) {
@@ -563,6 +574,7 @@ void DownstreamConn::onResponseBody(std::string_view data) {
 
 void DownstreamConn::onResponseComplete() {
   if (response_chunked_) writeToClient(kLastChunk);
+  recordOutcome(static_cast<int>(response_decoder_.response().status));
   // The upstream connection is reusable only at a clean message boundary: the whole request
   // went out, the response said keep-alive and was length-delimited, nothing extra followed.
   const bool reusable = request_done_ && response_decoder_.keepAlive() &&
@@ -584,6 +596,7 @@ void DownstreamConn::onResponseComplete() {
 
 void DownstreamConn::startTunnel() {
   state_ = State::Tunnel;
+  recordOutcome(101);
   disarmTimer();
   // No timeouts on a tunnel beyond the idle ones: a WebSocket may stay quiet for long.
   timeval idle = toTimeval(timeouts().client_idle_ms);
@@ -617,6 +630,9 @@ void DownstreamConn::pumpTunnel() {
 
 void DownstreamConn::failUpstream(ErrorKind kind) {
   ProxyError error{ErrorSource::Upstream, kind, false};
+  if (route_metrics_ != nullptr) {
+    route_metrics_->slot(worker_.index(), variant_).recordUpstreamError(kind);
+  }
   // Only a failed connect is retried: nothing reached the server, so any method is safe.
   if (kind == ErrorKind::ConnectFailed) {
     error.retryable = true;
@@ -649,10 +665,19 @@ void DownstreamConn::fail(const ProxyError& error) {
   if (upstream_) releaseUpstream(false);
   if (response_started_) {
     // Too late for a status: cut the client connection so it sees a truncated response.
+    recordOutcome(static_cast<int>(response_decoder_.response().status));
     closeNow();
     return;
   }
   const int status = statusFor(error.kind);
+  if (route_metrics_ == nullptr) {
+    // Refused before a head was complete (400, 431, 408): counted as unmatched.
+    route_metrics_ = &worker_.routeMetrics(worker_.snapshot()->routes.size());
+    variant_ = config::Variant::Blue;
+    start_us_ = nowUs();
+    recorded_ = false;
+  }
+  recordOutcome(status);
   if (error.source == ErrorSource::Upstream) {
     SY_LOG(Info, "%s %s -> %d (%s)", request_decoder_.request().method.c_str(),
            request_decoder_.request().target.c_str(), status, messageFor(error.kind));
@@ -693,10 +718,17 @@ void DownstreamConn::releaseUpstream(bool reusable) {
   pool.release(std::move(upstream_), reusable);
 }
 
+void DownstreamConn::recordOutcome(int status) {
+  if (recorded_ || route_metrics_ == nullptr) return;
+  recorded_ = true;
+  route_metrics_->slot(worker_.index(), variant_).recordResponse(status, nowUs() - start_us_);
+}
+
 void DownstreamConn::finishExchange() {
   state_ = State::ReadingHead;
   snapshot_.reset();
   route_ = nullptr;
+  route_metrics_ = nullptr;
   request_done_ = false;
   response_started_ = false;
   interim_response_ = false;

@@ -17,6 +17,7 @@
 #include "proxy/error.h"
 #include "proxy/http_codec.h"
 #include "proxy/libevent_ptr.h"
+#include "proxy/metrics.h"
 #include "proxy/splitter.h"
 #include "proxy/upstream_pool.h"
 
@@ -100,6 +101,8 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   void fail(const ProxyError& error);
   void failUpstream(ErrorKind kind);
 
+  // Counts the exchange's outcome once (requests_total, duration histogram).
+  void recordOutcome(int status);
   void finishExchange();
   void releaseUpstream(bool reusable);
   void closeAfterFlush();
@@ -131,6 +134,9 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   const config::Route* route_ = nullptr;
   SplitDecision decision_;
   config::Variant variant_ = config::Variant::Blue;  // the variant that serves (after failover)
+  RouteMetrics* route_metrics_ = nullptr;
+  uint64_t start_us_ = 0;
+  bool recorded_ = false;
   std::unique_ptr<UpstreamConn> upstream_;
   std::string head_buf_;    // serialized head (reused; keeps its capacity)
   std::string request_id_;  // generated X-Request-Id, or empty when the client sent one

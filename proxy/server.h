@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "config/snapshot.h"
+#include "proxy/admin.h"
 #include "proxy/libevent_ptr.h"
+#include "proxy/metrics.h"
 #include "proxy/worker.h"
 
 namespace sy::proxy {
@@ -37,8 +39,19 @@ class Server {
   // snapshot stays) when the file is invalid.
   bool reload(std::string& error);
 
+  // Accessors for the admin endpoint (Thread: main).
+  const config::SnapshotConstSharedPtr& snapshot() const { return snapshot_; }
+  uint64_t generation() const { return generation_; }
+  time_t loadedAt() const { return loaded_at_; }
+  uint64_t reloadCount(bool success) const { return success ? reloads_ok_ : reloads_failed_; }
+  const std::string& configPath() const { return options_.config_path; }
+  const MetricsRegistry& metrics() const { return *metrics_; }
+  SharedState& shared() { return shared_; }
+  bool draining() const { return stopping_; }
+
  private:
   static void onSignal(evutil_socket_t sig, short, void* ctx) noexcept;
+  static void onDrainCheck(evutil_socket_t, short, void* ctx) noexcept;
   void handleSignal(int sig);
   void shutdown();
 
@@ -46,8 +59,14 @@ class Server {
   SharedState shared_;
   EventBasePtr base_;
   std::vector<EventPtr> signal_events_;
+  EventPtr drain_check_;  // while draining: polls whether every worker has finished
   config::SnapshotConstSharedPtr snapshot_;
   uint64_t generation_ = 0;
+  time_t loaded_at_ = 0;
+  uint64_t reloads_ok_ = 0;
+  uint64_t reloads_failed_ = 0;
+  std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   bool stopping_ = false;
 };

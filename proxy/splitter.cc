@@ -94,15 +94,13 @@ Variant pickWeightedWithHash(std::string_view salt,
   for (size_t i = 0; i < config::kWeightedVariants; ++i) {
     const double w = weights[i];
     if (!(w > 0.0)) continue;
-    const uint64_t h = hashParts(salt, config::kVariantNames[i], key);
-    const double u = (static_cast<double>(h >> 12) + 0.5) * 0x1.0p-52;
-    const double score = -w / std::log(u);
+    const VariantScore s = variantScore(salt, static_cast<Variant>(i), w, key);
     // Strictly greater: an exact tie keeps the lower index.
-    if (!found || score > best_score) {
+    if (!found || s.score > best_score) {
       found = true;
       best = static_cast<Variant>(i);
-      best_score = score;
-      best_hash = h;
+      best_score = s.score;
+      best_hash = s.hash;
     }
   }
   *hash = best_hash;
@@ -202,6 +200,15 @@ ClientIp clientIpFromSockaddr(const sockaddr* sa) {
   }
   // Other families (a Unix socket) have no address: all zeros (::).
   return ip;
+}
+
+VariantScore variantScore(std::string_view salt, config::Variant variant, double weight,
+                          std::string_view key) {
+  VariantScore s;
+  s.hash = hashParts(salt, config::variantName(variant), key);
+  s.u = (static_cast<double>(s.hash >> 12) + 0.5) * 0x1.0p-52;
+  s.score = -weight / std::log(s.u);
+  return s;
 }
 
 config::Variant pickWeighted(std::string_view salt,

@@ -51,6 +51,19 @@ config::Variant pickWeighted(std::string_view salt,
                              const std::array<double, config::kWeightedVariants>& weights,
                              std::string_view key);
 
+// One variant's term in pickWeighted()'s comparison: h_v = XXH3 of (salt, variant name, key),
+// u_v in (0,1) from its top 52 bits, and score_v = -weight / log(u_v). pickWeighted() is built
+// on this function, so `switchyard-ctl explain` can print every variant's score from the very
+// arithmetic the proxy uses. Any weight is accepted; pickWeighted() only compares variants whose
+// weight is > 0.
+struct VariantScore {
+  uint64_t hash = 0;
+  double u = 0.0;
+  double score = 0.0;
+};
+VariantScore variantScore(std::string_view salt, config::Variant variant, double weight,
+                          std::string_view key);
+
 // Whether `key` falls in the shadow sample of `percent` (0..100). Monotone in percent: a key
 // sampled at p is sampled at every p' >= p.
 bool shadowSampled(std::string_view salt, std::string_view key, double percent);

@@ -23,10 +23,12 @@ timeval toTimeval(uint32_t ms) {
 UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev)
     : pool_(std::move(pool)), server_(server), bev_(std::move(bev)) {
   bufferevent_setcb(bev_.get(), &readCb, &writeCb, &eventCb, this);
+  pool_->worker().shared().upstream_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
 UpstreamConn::~UpstreamConn() {
   if (bev_) bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
+  pool_->worker().shared().upstream_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 const config::SocketAddress& UpstreamConn::address() const { return pool_->address(server_); }

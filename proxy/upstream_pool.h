@@ -87,6 +87,7 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   size_t serverCount() const { return servers_.size(); }
   const config::SocketAddress& address(size_t server) const { return servers_[server].address; }
   const std::string& name() const { return name_; }
+  Worker& worker() const { return worker_; }
   // Whether this pool serves the same servers as `pool` (so a reload can keep it).
   bool sameServers(const config::Pool& pool) const;
 

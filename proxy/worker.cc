@@ -9,7 +9,8 @@
 
 namespace sy::proxy {
 
-Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot)
+Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot,
+               std::shared_ptr<const RouteMetricsTable> metrics)
     : index_(index), shared_(shared), base_(event_base_new()) {
   posted_event_.reset(event_new(base_.get(), -1, 0, &Worker::onPosted, this));
   deferred_event_.reset(event_new(base_.get(), -1, 0, &Worker::onDeferred, this));
@@ -17,7 +18,7 @@ Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr
   if (getrandom(&rng_state_, sizeof(rng_state_), 0) != sizeof(rng_state_)) {
     rng_state_ = reinterpret_cast<uintptr_t>(this) ^ static_cast<uint64_t>(time(nullptr));
   }
-  setSnapshot(std::move(snapshot));
+  setSnapshot(std::move(snapshot), std::move(metrics));
 }
 
 Worker::~Worker() {
@@ -38,7 +39,10 @@ bool Worker::bindListeners(std::string& error) {
 }
 
 void Worker::start() {
-  thread_ = std::thread([this] { event_base_loop(base_.get(), EVLOOP_NO_EXIT_ON_EMPTY); });
+  thread_ = std::thread([this] {
+    event_base_loop(base_.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+    finished_.store(true, std::memory_order_release);
+  });
 }
 
 void Worker::join() {
@@ -67,11 +71,15 @@ void Worker::runPosted() {
   for (auto& t : tasks) t();
 }
 
-void Worker::publish(config::SnapshotConstSharedPtr snapshot) {
-  post([this, snapshot = std::move(snapshot)]() mutable { setSnapshot(std::move(snapshot)); });
+void Worker::publish(config::SnapshotConstSharedPtr snapshot,
+                     std::shared_ptr<const RouteMetricsTable> metrics) {
+  post([this, snapshot = std::move(snapshot), metrics = std::move(metrics)]() mutable {
+    setSnapshot(std::move(snapshot), std::move(metrics));
+  });
 }
 
-void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot) {
+void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot,
+                         std::shared_ptr<const RouteMetricsTable> metrics) {
   // Pools whose servers did not change carry over, idle connections included.
   std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools;
   for (const auto& [name, pool] : snapshot->pools) {
@@ -86,6 +94,7 @@ void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot) {
   }
   pools_ = std::move(pools);
   snapshot_ = std::move(snapshot);
+  route_metrics_ = std::move(metrics);
 }
 
 UpstreamPool* Worker::poolFor(const config::Pool* pool) {

@@ -16,6 +16,7 @@
 #include "config/snapshot.h"
 #include "proxy/deferred.h"
 #include "proxy/libevent_ptr.h"
+#include "proxy/metrics.h"
 
 namespace sy::proxy {
 
@@ -26,12 +27,14 @@ class UpstreamPool;
 // Process-wide counters shared by every worker. Atomics, touched once per connection.
 struct SharedState {
   std::atomic<uint32_t> client_connections{0};
+  std::atomic<uint32_t> upstream_connections{0};
 };
 
 class Worker {
  public:
   // Thread: main. `snapshot` is the one to start with.
-  Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot);
+  Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot,
+         std::shared_ptr<const RouteMetricsTable> metrics);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -47,7 +50,8 @@ class Worker {
   // Thread: any. Runs `fn` on this worker's thread.
   void post(std::function<void()> fn);
   // Thread: any. Requests from now on use `snapshot`; requests in flight keep theirs.
-  void publish(config::SnapshotConstSharedPtr snapshot);
+  void publish(config::SnapshotConstSharedPtr snapshot,
+               std::shared_ptr<const RouteMetricsTable> metrics);
   // Thread: any. Stop accepting; exit the loop once every connection is gone or after
   // `timeout_ms`, closing idle keep-alive connections at once.
   void drain(uint32_t timeout_ms);
@@ -55,7 +59,11 @@ class Worker {
   event_base* base() const { return base_.get(); }
   size_t index() const { return index_; }
   const config::SnapshotConstSharedPtr& snapshot() const { return snapshot_; }
+  // The metrics of route `index` of snapshot(); index == routes.size() for unmatched requests.
+  RouteMetrics& routeMetrics(size_t index) const { return *(*route_metrics_)[index]; }
   bool draining() const { return draining_; }
+  // Thread: any. True once the loop has exited (after a drain).
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   // The per-worker connection pool for `pool` of the current or an older snapshot.
   UpstreamPool* poolFor(const config::Pool* pool);
@@ -76,7 +84,8 @@ class Worker {
   static void onDeferred(evutil_socket_t, short, void* ctx) noexcept;
   static void onDrainTimer(evutil_socket_t, short, void* ctx) noexcept;
   void runPosted();
-  void setSnapshot(config::SnapshotConstSharedPtr snapshot);
+  void setSnapshot(config::SnapshotConstSharedPtr snapshot,
+                   std::shared_ptr<const RouteMetricsTable> metrics);
   void maybeFinishDrain();
 
   size_t index_;
@@ -91,6 +100,7 @@ class Worker {
   std::vector<std::function<void()>> posted_;
 
   config::SnapshotConstSharedPtr snapshot_;
+  std::shared_ptr<const RouteMetricsTable> route_metrics_;  // parallel to snapshot_->routes
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<DownstreamConn*, std::unique_ptr<DownstreamConn>> connections_;
   std::vector<std::unique_ptr<Deferrable>> deferred_;
@@ -99,6 +109,7 @@ class Worker {
   std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools_;
   uint64_t rng_state_;
   bool draining_ = false;
+  std::atomic<bool> finished_{false};
 };
 
 }  // namespace sy::proxy

@@ -1,0 +1,191 @@
+#include "proxy/admin.h"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+#include <ctime>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+#include "proxy/server.h"
+
+namespace sy::proxy {
+
+std::unique_ptr<AdminServer> AdminServer::create(Server& server, event_base* base,
+                                                 const config::SocketAddress& address,
+                                                 std::string& error) {
+  std::unique_ptr<AdminServer> admin(new AdminServer(server, address.text));
+  admin->http_.reset(evhttp_new(base));
+  if (!admin->http_) {
+    error = "admin: cannot create the HTTP server";
+    return nullptr;
+  }
+  ListenerPtr listener(evconnlistener_new_bind(
+      base, nullptr, nullptr, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+      128, reinterpret_cast<const sockaddr*>(&address.addr), static_cast<int>(address.len)));
+  if (!listener) {
+    error = "admin: cannot listen on " + address.text + ": " +
+            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+    return nullptr;
+  }
+  // evhttp owns the listener from here and frees it with the evhttp.
+  if (evhttp_bind_listener(admin->http_.get(), listener.get()) == nullptr) {
+    error = "admin: cannot serve on " + address.text;
+    return nullptr;
+  }
+  listener.release();
+  evhttp_set_allowed_methods(admin->http_.get(), EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+  evhttp_set_gencb(admin->http_.get(), &AdminServer::handleCb, admin.get());
+  return admin;
+}
+
+void AdminServer::handleCb(evhttp_request* req, void* ctx) noexcept {
+  static_cast<AdminServer*>(ctx)->handle(req);
+}
+
+void AdminServer::reply(evhttp_request* req, int status, const char* content_type,
+                        const std::string& body) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", content_type);
+  evhttp_add_header(headers, "Cache-Control", "no-store");
+  EvBufferPtr buf(evbuffer_new());
+  evbuffer_add(buf.get(), body.data(), body.size());
+  evhttp_send_reply(req, status, nullptr, buf.get());
+}
+
+void AdminServer::handle(evhttp_request* req) {
+  const char* uri = evhttp_request_get_uri(req);
+  std::string_view path = uri ? uri : "/";
+  if (size_t q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+  const evhttp_cmd_type method = evhttp_request_get_command(req);
+  const bool get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
+
+  if (path == "/healthz" && get) {
+    if (server_.draining()) {
+      reply(req, 503, "text/plain; charset=utf-8", "draining\n");
+    } else {
+      reply(req, 200, "text/plain; charset=utf-8", "ok\n");
+    }
+    return;
+  }
+  if (path == "/metrics" && get) {
+    reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", renderMetrics());
+    return;
+  }
+  if (path == "/status" && get) {
+    reply(req, 200, "application/json", renderStatus());
+    return;
+  }
+  if (path == "/shadow/diffs" && get) {
+    reply(req, 200, "application/json", renderShadowDiffs());
+    return;
+  }
+  if (path == "/reload") {
+    if (method != EVHTTP_REQ_POST) {
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+      reply(req, 405, "text/plain; charset=utf-8", "use POST\n");
+      return;
+    }
+    const std::string& token = server_.snapshot()->server.admin_token;
+    if (!token.empty()) {
+      const char* auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+      if (auth == nullptr || std::string_view(auth) != "Bearer " + token) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        reply(req, 401, "text/plain; charset=utf-8", "missing or wrong admin token\n");
+        return;
+      }
+    }
+    std::string error;
+    if (server_.reload(error)) {
+      reply(req, 200, "application/json",
+            "{\"generation\": " + std::to_string(server_.generation()) + "}\n");
+    } else {
+      reply(req, 400, "text/plain; charset=utf-8", error);
+    }
+    return;
+  }
+  reply(req, 404, "text/plain; charset=utf-8", "not found\n");
+}
+
+namespace {
+
+std::string rfc3339(time_t t) {
+  tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::string AdminServer::renderMetrics() const {
+  MetricsSources sources;
+  sources.registry = &server_.metrics();
+  sources.snapshot = server_.snapshot().get();
+  sources.generation = server_.generation();
+  sources.reloads_success = server_.reloadCount(true);
+  sources.reloads_failure = server_.reloadCount(false);
+  sources.client_connections = server_.shared().client_connections.load();
+  sources.upstream_connections = server_.shared().upstream_connections.load();
+  std::string out;
+  renderPrometheus(out, sources);
+  return out;
+}
+
+std::string AdminServer::renderStatus() const {
+  const config::SnapshotConstSharedPtr snap = server_.snapshot();
+  nlohmann::ordered_json j;
+  j["version"] = SWITCHYARD_VERSION;
+  j["config"] = server_.configPath();
+  j["generation"] = server_.generation();
+  j["loaded_at"] = rfc3339(server_.loadedAt());
+  j["draining"] = server_.draining();
+  nlohmann::ordered_json routes = nlohmann::ordered_json::array();
+  for (const config::Route& r : snap->routes) {
+    nlohmann::ordered_json route;
+    route["name"] = r.name;
+    nlohmann::ordered_json weights, upstreams, served;
+    for (size_t v = 0; v < config::kWeightedVariants; ++v) {
+      weights[config::kVariantNames[v]] = r.weights[v];
+    }
+    const RouteMetrics* m = server_.metrics().find(r.name);
+    for (size_t v = 0; v < config::kVariants; ++v) {
+      if (r.pools[v] != nullptr) upstreams[config::kVariantNames[v]] = r.pools[v]->name;
+      if (v < config::kWeightedVariants) {
+        uint64_t n = 0;
+        if (m != nullptr) {
+          for (uint64_t c : m->totals(static_cast<config::Variant>(v)).responses) n += c;
+        }
+        served[config::kVariantNames[v]] = n;
+      }
+    }
+    route["weights"] = weights;
+    route["upstreams"] = upstreams;
+    route["served"] = served;
+    if (r.shadow) route["shadow_percent"] = r.shadow->percent;
+    routes.push_back(route);
+  }
+  j["routes"] = routes;
+  nlohmann::ordered_json pools = nlohmann::ordered_json::array();
+  for (const auto& [name, pool] : snap->pools) {
+    nlohmann::ordered_json p;
+    p["name"] = name;
+    p["balance"] = pool.balance == config::Balance::LeastConn ? "least_conn" : "round_robin";
+    nlohmann::ordered_json servers = nlohmann::ordered_json::array();
+    for (const config::SocketAddress& a : pool.servers) {
+      servers.push_back({{"address", a.text}, {"healthy", true}});
+    }
+    p["servers"] = servers;
+    pools.push_back(p);
+  }
+  j["pools"] = pools;
+  return j.dump(2) + "\n";
+}
+
+std::string AdminServer::renderShadowDiffs() const { return "[]\n"; }
+
+}  // namespace sy::proxy

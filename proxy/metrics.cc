@@ -1,0 +1,256 @@
+#include "proxy/metrics.h"
+
+#include <cstdio>
+#include <string_view>
+
+namespace sy::proxy {
+
+void VariantCounters::recordResponse(int status, uint64_t duration_us) {
+  const int cls = status / 100;
+  if (cls >= 1 && cls <= 5) bump(responses[cls - 1]);
+  const double seconds = static_cast<double>(duration_us) / 1e6;
+  size_t b = 0;
+  while (b < kDurationBuckets.size() && seconds > kDurationBuckets[b]) ++b;
+  bump(buckets[b]);
+  bump(duration_sum_us, duration_us);
+}
+
+void VariantCounters::recordUpstreamError(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::ConnectFailed:
+      bump(upstream_errors[static_cast<size_t>(UpstreamErrorKind::Connect)]);
+      break;
+    case ErrorKind::ResponseTimeout:
+      bump(upstream_errors[static_cast<size_t>(UpstreamErrorKind::Timeout)]);
+      break;
+    case ErrorKind::ResetBeforeResponse:
+      bump(upstream_errors[static_cast<size_t>(UpstreamErrorKind::Reset)]);
+      break;
+    case ErrorKind::MalformedResponse:
+      bump(upstream_errors[static_cast<size_t>(UpstreamErrorKind::Protocol)]);
+      break;
+    default:
+      break;
+  }
+}
+
+RouteMetrics::RouteMetrics(std::string name, size_t workers)
+    : name_(std::move(name)),
+      workers_(workers),
+      slots_(new VariantCounters[workers * config::kVariants]) {}
+
+RouteMetrics::Totals RouteMetrics::totals(config::Variant v) const {
+  Totals t;
+  for (size_t w = 0; w < workers_; ++w) {
+    const VariantCounters& c = slots_[w * config::kVariants + static_cast<size_t>(v)];
+    for (size_t i = 0; i < t.responses.size(); ++i)
+      t.responses[i] += c.responses[i].load(std::memory_order_relaxed);
+    for (size_t i = 0; i < t.buckets.size(); ++i)
+      t.buckets[i] += c.buckets[i].load(std::memory_order_relaxed);
+    t.duration_sum_us += c.duration_sum_us.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < t.upstream_errors.size(); ++i)
+      t.upstream_errors[i] += c.upstream_errors[i].load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+RouteMetrics& MetricsRegistry::route(const std::string& name) {
+  auto& slot = routes_[name];
+  if (!slot) slot = std::make_unique<RouteMetrics>(name, workers_);
+  return *slot;
+}
+
+RouteMetrics& MetricsRegistry::unmatched() { return route(""); }
+
+std::shared_ptr<const RouteMetricsTable> MetricsRegistry::tableFor(
+    const config::Snapshot& snapshot) {
+  auto table = std::make_shared<RouteMetricsTable>();
+  table->reserve(snapshot.routes.size() + 1);
+  for (const config::Route& r : snapshot.routes) table->push_back(&route(r.name));
+  table->push_back(&unmatched());  // last: requests that matched no route
+  return table;
+}
+
+}  // namespace sy::proxy
+
+namespace sy::proxy {
+namespace {
+
+// Prometheus label values escape backslash, double quote and newline.
+void appendLabel(std::string& out, std::string_view value) {
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void appendNumber(std::string& out, double v) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.17g", v);
+  out += buf;
+}
+
+void appendHeader(std::string& out, const char* name, const char* type, const char* help) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+// A route's variants worth a series: those it has now, or that have counted something.
+bool variantShown(const config::Route* route, const RouteMetrics::Totals& t, size_t v) {
+  if (route != nullptr && route->pools[v] != nullptr) return true;
+  for (uint64_t n : t.responses) {
+    if (n) return true;
+  }
+  for (uint64_t n : t.upstream_errors) {
+    if (n) return true;
+  }
+  return false;
+}
+
+const config::Route* findRoute(const config::Snapshot* snap, const std::string& name) {
+  if (snap == nullptr) return nullptr;
+  for (const config::Route& r : snap->routes) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+const RouteMetrics* MetricsRegistry::find(const std::string& name) const {
+  auto it = routes_.find(name);
+  return it == routes_.end() ? nullptr : it->second.get();
+}
+
+void renderPrometheus(std::string& out, const MetricsSources& s) {
+  static constexpr const char* kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  static constexpr const char* kErrorKinds[] = {"connect", "timeout", "reset", "protocol"};
+  struct Series {
+    const RouteMetrics* metrics;
+    const config::Route* route;
+    size_t variant;
+    RouteMetrics::Totals totals;
+  };
+  std::vector<Series> series;
+  for (const auto& [name, m] : s.registry->routes()) {
+    const config::Route* route = findRoute(s.snapshot, name);
+    for (size_t v = 0; v < config::kWeightedVariants; ++v) {
+      RouteMetrics::Totals t = m->totals(static_cast<config::Variant>(v));
+      // Unmatched requests (route "") have no variant: they are counted under blue's slot
+      // and shown with variant="".
+      if (name.empty() && v != 0) continue;
+      if (!name.empty() && !variantShown(route, t, v)) continue;
+      series.push_back({m.get(), route, v, t});
+    }
+  }
+  auto labels = [&](const Series& x) {
+    out.append("route=\"");
+    appendLabel(out, x.metrics->name());
+    out.append("\",variant=\"");
+    if (!x.metrics->name().empty()) out.append(config::kVariantNames[x.variant]);
+    out.append("\"");
+  };
+
+  appendHeader(out, "switchyard_requests_total", "counter",
+               "Responses sent to clients, by route, variant and status class.");
+  for (const Series& x : series) {
+    for (size_t c = 0; c < 5; ++c) {
+      if (c == 0 && x.totals.responses[0] == 0) continue;  // 1xx only when seen (101)
+      out.append("switchyard_requests_total{");
+      labels(x);
+      out.append(",code=\"").append(kClasses[c]).append("\"} ");
+      out.append(std::to_string(x.totals.responses[c])).append("\n");
+    }
+  }
+
+  appendHeader(out, "switchyard_request_duration_seconds", "histogram",
+               "Time from the request head to the last response byte, in seconds.");
+  for (const Series& x : series) {
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b <= kDurationBuckets.size(); ++b) {
+      cumulative += x.totals.buckets[b];
+      out.append("switchyard_request_duration_seconds_bucket{");
+      labels(x);
+      out.append(",le=\"");
+      if (b < kDurationBuckets.size()) {
+        appendNumber(out, kDurationBuckets[b]);
+      } else {
+        out.append("+Inf");
+      }
+      out.append("\"} ").append(std::to_string(cumulative)).append("\n");
+    }
+    out.append("switchyard_request_duration_seconds_sum{");
+    labels(x);
+    out.append("} ");
+    appendNumber(out, static_cast<double>(x.totals.duration_sum_us) / 1e6);
+    out.append("\nswitchyard_request_duration_seconds_count{");
+    labels(x);
+    out.append("} ").append(std::to_string(cumulative)).append("\n");
+  }
+
+  appendHeader(out, "switchyard_upstream_errors_total", "counter",
+               "Upstream failures, by route, variant and kind.");
+  for (const Series& x : series) {
+    if (x.metrics->name().empty()) continue;
+    for (size_t k = 0; k < kUpstreamErrorKinds; ++k) {
+      out.append("switchyard_upstream_errors_total{");
+      labels(x);
+      out.append(",kind=\"").append(kErrorKinds[k]).append("\"} ");
+      out.append(std::to_string(x.totals.upstream_errors[k])).append("\n");
+    }
+  }
+
+  appendHeader(out, "switchyard_config_reloads_total", "counter",
+               "Configuration reloads, by result.");
+  out.append("switchyard_config_reloads_total{result=\"success\"} ")
+      .append(std::to_string(s.reloads_success))
+      .append("\nswitchyard_config_reloads_total{result=\"failure\"} ")
+      .append(std::to_string(s.reloads_failure))
+      .append("\n");
+  appendHeader(out, "switchyard_config_generation", "gauge",
+               "Generation of the configuration in use (1 = the one loaded at start).");
+  out.append("switchyard_config_generation ").append(std::to_string(s.generation)).append("\n");
+
+  appendHeader(out, "switchyard_route_weight", "gauge", "Configured weight per route and variant.");
+  if (s.snapshot != nullptr) {
+    for (const config::Route& r : s.snapshot->routes) {
+      for (size_t v = 0; v < config::kWeightedVariants; ++v) {
+        out.append("switchyard_route_weight{route=\"");
+        appendLabel(out, r.name);
+        out.append("\",variant=\"").append(config::kVariantNames[v]).append("\"} ");
+        appendNumber(out, r.weights[v]);
+        out.append("\n");
+      }
+    }
+  }
+
+  appendHeader(out, "switchyard_connections_active", "gauge", "Open connections, by side.");
+  out.append("switchyard_connections_active{side=\"client\"} ")
+      .append(std::to_string(s.client_connections))
+      .append("\nswitchyard_connections_active{side=\"upstream\"} ")
+      .append(std::to_string(s.upstream_connections))
+      .append("\n");
+
+  appendHeader(out, "switchyard_upstream_healthy", "gauge",
+               "1 when the server is considered healthy, else 0.");
+  if (s.snapshot != nullptr) {
+    for (const auto& [name, pool] : s.snapshot->pools) {
+      for (const config::SocketAddress& a : pool.servers) {
+        out.append("switchyard_upstream_healthy{pool=\"");
+        appendLabel(out, name);
+        out.append("\",server=\"");
+        appendLabel(out, a.text);
+        out.append("\"} 1\n");
+      }
+    }
+  }
+}
+
+}  // namespace sy::proxy
