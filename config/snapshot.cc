@@ -1,1 +1,300 @@
-// placeholder
+#include "config/snapshot.h"
+
+#include <netdb.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "config/validate.h"
+
+namespace sy::config {
+namespace {
+
+struct AddrInfoDeleter {
+  void operator()(addrinfo* list) const { freeaddrinfo(list); }
+};
+using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoDeleter>;
+
+std::string toLower(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  return out;
+}
+
+// Copies a configured value over the default from snapshot.h; absent or rejected values keep
+// the default.
+template <class T, class U>
+void assign(T& out, const Field<U>& field) {
+  if (field.ok) out = field.value;
+}
+
+// Builds the Snapshot from a RawConfig. Every step skips what validate() rejects, so it can run
+// on an invalid config too and still report every address that does not resolve.
+class Compiler {
+ public:
+  Compiler(const RawConfig& raw, const Resolver& resolver, std::vector<ConfigError>& errors)
+      : raw_(raw), resolver_(resolver), errors_(errors) {}
+
+  std::shared_ptr<Snapshot> run() {
+    auto snapshot = std::make_shared<Snapshot>();
+    snapshot->path = raw_.file;
+    compileServer(snapshot->server);
+    for (const RawListener& listener : raw_.listeners) {
+      compileListener(listener, snapshot->tls_listeners);
+    }
+    // Pools first: routes point into this map, whose nodes never move.
+    for (const RawPool& pool : raw_.pools) compilePool(pool, snapshot->pools[pool.name]);
+    for (const RawRoute& route : raw_.routes) {
+      compileRoute(route, snapshot->pools, snapshot->routes.emplace_back());
+    }
+    if (!errors_.empty()) return nullptr;
+    return snapshot;
+  }
+
+ private:
+  std::vector<SocketAddress> resolve(const Field<std::string>& field) {
+    std::string ignored;
+    const std::optional<HostPort> address =
+        field.ok ? parseHostPort(field.value, &ignored) : std::nullopt;
+    if (!address) return {};  // validate() has reported it
+    std::vector<SocketAddress> out;
+    if (const std::optional<std::string> failure = resolver_(*address, out)) {
+      errors_.push_back(errorAt(raw_.file, field.origin, "does not resolve: " + *failure));
+      out.clear();
+    }
+    return out;
+  }
+
+  void resolveInto(const Field<std::string>& field, std::vector<SocketAddress>& out) {
+    for (SocketAddress& address : resolve(field)) out.push_back(std::move(address));
+  }
+
+  void compileServer(ServerSettings& out) {
+    const RawServer& server = raw_.server.value;
+    if (server.listen.ok) {
+      for (const Field<std::string>& address : server.listen.value)
+        resolveInto(address, out.listen);
+    } else {
+      Field<std::string> fallback;
+      fallback.value = "127.0.0.1:8080";
+      fallback.origin = server.listen.origin;
+      fallback.present = fallback.ok = true;
+      resolveInto(fallback, out.listen);
+    }
+    assign(out.workers, server.workers);
+    // The admin endpoint binds one socket: a name resolving to several addresses uses the first.
+    if (server.admin.ok && !server.admin.value.empty()) {
+      std::vector<SocketAddress> admin = resolve(server.admin);
+      if (!admin.empty()) out.admin = std::move(admin.front());
+    }
+    assign(out.admin_token, server.admin_token);
+    assign(out.variant_header, server.variant_header);
+    assign(out.access_log, server.access_log);
+    assign(out.watch_config, server.watch_config);
+
+    const RawTimeouts& timeouts = server.timeouts.value;
+    assign(out.timeouts.client_header_ms, timeouts.client_header_ms);
+    assign(out.timeouts.client_idle_ms, timeouts.client_idle_ms);
+    assign(out.timeouts.upstream_connect_ms, timeouts.upstream_connect_ms);
+    assign(out.timeouts.upstream_response_ms, timeouts.upstream_response_ms);
+    assign(out.timeouts.drain_timeout_ms, timeouts.drain_timeout_ms);
+
+    const RawLimits& limits = server.limits.value;
+    assign(out.limits.max_header_bytes, limits.max_header_bytes);
+    assign(out.limits.max_body_bytes, limits.max_body_bytes);
+    assign(out.limits.max_connections, limits.max_connections);
+  }
+
+  TlsCertificate compileCertificate(const RawCertificate& cert) const {
+    TlsCertificate out;
+    for (const Field<std::string>& name : cert.names.value) {
+      if (name.ok) out.names.push_back(toLower(name.value));  // SNI is case-insensitive
+    }
+    if (cert.cert.ok) out.cert_file = resolveFilePath(raw_.file, cert.cert.value);
+    if (cert.key.ok) out.key_file = resolveFilePath(raw_.file, cert.key.value);
+    return out;
+  }
+
+  // One TlsListener per resolved address, as for server.listen.
+  void compileListener(const RawListener& listener, std::vector<TlsListener>& out) {
+    TlsListener compiled;
+    compiled.default_cert = compileCertificate(listener.tls.value);
+    for (const RawCertificate& cert : listener.sni) {
+      compiled.sni.push_back(compileCertificate(cert));
+    }
+    for (SocketAddress& address : resolve(listener.address)) {
+      compiled.address = std::move(address);
+      out.push_back(compiled);
+    }
+  }
+
+  void compilePool(const RawPool& pool, Pool& out) {
+    out.name = pool.name;
+    for (const Field<std::string>& server : pool.servers.value) resolveInto(server, out.servers);
+    if (pool.balance.ok && pool.balance.value == "least_conn") out.balance = Balance::LeastConn;
+    assign(out.tls, pool.tls);
+    assign(out.tls_verify, pool.tls_verify);
+    if (pool.ca_file.ok) out.ca_file = resolveFilePath(raw_.file, pool.ca_file.value);
+    assign(out.sni, pool.sni);
+    if (pool.health.ok) {
+      const RawHealth& health = pool.health.value;
+      HealthCheck& check = out.health.emplace();
+      assign(check.path, health.path);
+      assign(check.interval_ms, health.interval_ms);
+      assign(check.timeout_ms, health.timeout_ms);
+      assign(check.unhealthy_after, health.unhealthy_after);
+      assign(check.healthy_after, health.healthy_after);
+    }
+  }
+
+  static std::optional<Variant> variantOf(const Field<std::string>& field) {
+    return field.ok ? parseVariant(field.value) : std::nullopt;
+  }
+
+  static void compileMatch(const RawMatch& match, Route& out) {
+    if (match.host.ok) {
+      out.host = toLower(match.host.value);
+      // "example.com." is the absolute form of "example.com"; the router strips the dot from the
+      // request's Host, so the configured name must not keep one either.
+      if (out.host.size() > 1 && out.host.back() == '.') out.host.pop_back();
+      // "*.example.com" matches any name ending in ".example.com" (not "example.com" itself,
+      // as with TLS wildcards); keeping the dot makes the router's suffix test exact.
+      if (out.host.rfind("*.", 0) == 0) {
+        out.host.erase(0, 1);
+        out.host_wildcard = true;
+      }
+    }
+    if (match.path.ok) out.path = std::make_shared<RE2>(match.path.value, regexOptions());
+  }
+
+  static void compileShadow(const RawShadow& shadow, ShadowSettings& out) {
+    assign(out.percent, shadow.percent);
+    assign(out.max_body_bytes, shadow.max_body_bytes);
+    assign(out.max_in_flight, shadow.max_in_flight);
+    assign(out.compare, shadow.compare);
+    if (shadow.ignore_headers.ok) {
+      out.ignore_headers.clear();
+      // Header names compare case-insensitively; lower-case once here, not per response.
+      for (const Field<std::string>& header : shadow.ignore_headers.value) {
+        out.ignore_headers.push_back(toLower(header.value));
+      }
+    }
+  }
+
+  static Override compileOverride(const RawOverride& override_) {
+    Override out;
+    if (override_.client_ip.present) {
+      out.kind = Override::Kind::ClientIp;
+      std::string ignored;
+      for (const Field<std::string>& network : override_.client_ip.value) {
+        if (std::optional<Cidr> cidr =
+                network.ok ? parseCidr(network.value, &ignored) : std::nullopt) {
+          out.networks.push_back(*cidr);
+        }
+      }
+    } else {
+      const bool cookie = override_.cookie.present;
+      out.kind = cookie ? Override::Kind::Cookie : Override::Kind::Header;
+      assign(out.name, cookie ? override_.cookie : override_.header);
+      // Compiled as written: the proxy calls RE2::FullMatch, which anchors it.
+      if (override_.regex.ok) {
+        out.regex = std::make_shared<RE2>(override_.regex.value, regexOptions());
+      }
+    }
+    out.variant = variantOf(override_.variant).value_or(Variant::Blue);
+    return out;
+  }
+
+  void compileRoute(const RawRoute& route, const std::map<std::string, Pool>& pools, Route& out) {
+    assign(out.name, route.name);
+    if (route.match.ok) compileMatch(route.match.value, out);
+    std::string ignored;
+    for (const Field<std::string>& source : route.key.value) {
+      if (std::optional<KeySource> key =
+              source.ok ? parseKeySource(source.value, &ignored) : std::nullopt) {
+        out.keys.push_back(std::move(*key));
+      }
+    }
+    if (route.fallback.ok) {
+      if (route.fallback.value == "client_ip") {
+        out.fallback.kind = Fallback::Kind::ClientIp;
+      } else if (std::optional<Variant> variant = variantOf(route.fallback)) {
+        out.fallback.kind = Fallback::Kind::Variant;
+        out.fallback.variant = *variant;
+      }
+    }
+    assign(out.assign_cookie, route.assign_cookie);
+    // SPEC: salt = "" means the default, the route name.
+    out.salt = route.salt.ok && !route.salt.value.empty() ? route.salt.value : out.name;
+    out.failover = variantOf(route.failover);
+    for (size_t v = 0; v < kVariants; ++v) {
+      const Field<std::string>& pool = route.upstreams.value.pool[v];
+      const auto found = pool.ok ? pools.find(pool.value) : pools.end();
+      if (found != pools.end()) out.pools[v] = &found->second;
+    }
+    for (size_t v = 0; v < kWeightedVariants; ++v) {
+      assign(out.weights[v], route.weights.value.weight[v]);
+    }
+    if (route.shadow.ok) compileShadow(route.shadow.value, out.shadow.emplace());
+    for (const RawOverride& override_ : route.overrides) {
+      out.overrides.push_back(compileOverride(override_));
+    }
+  }
+
+  const RawConfig& raw_;
+  const Resolver& resolver_;
+  std::vector<ConfigError>& errors_;
+};
+
+std::optional<std::string> resolveWithGetaddrinfo(const HostPort& address,
+                                                  std::vector<SocketAddress>& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  // Numeric first, so an IP address never waits on DNS; only a name falls through to a lookup.
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  const std::string port = std::to_string(address.port);
+  addrinfo* list = nullptr;
+  int rc = getaddrinfo(address.host.c_str(), port.c_str(), &hints, &list);
+  if (rc == EAI_NONAME) {
+    hints.ai_flags = AI_NUMERICSERV;
+    rc = getaddrinfo(address.host.c_str(), port.c_str(), &hints, &list);
+  }
+  if (rc != 0) return std::string(rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc));
+  const AddrInfoPtr owned(list);
+  for (const addrinfo* entry = list; entry != nullptr; entry = entry->ai_next) {
+    if (entry->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    SocketAddress resolved;
+    resolved.text = address.text;
+    std::memcpy(&resolved.addr, entry->ai_addr, entry->ai_addrlen);
+    resolved.len = entry->ai_addrlen;
+    const bool duplicate = std::any_of(out.begin(), out.end(), [&](const SocketAddress& seen) {
+      return seen.len == resolved.len && std::memcmp(&seen.addr, &resolved.addr, seen.len) == 0;
+    });
+    if (!duplicate) out.push_back(std::move(resolved));
+  }
+  if (out.empty()) return std::string("no usable address");
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Variant> parseVariant(std::string_view name) {
+  for (size_t v = 0; v < kVariants; ++v) {
+    if (name == kVariantNames[v]) return static_cast<Variant>(v);
+  }
+  return std::nullopt;
+}
+
+Resolver systemResolver() { return resolveWithGetaddrinfo; }
+
+std::shared_ptr<Snapshot> compileSnapshot(const RawConfig& raw, const Resolver& resolver,
+                                          std::vector<ConfigError>& errors) {
+  return Compiler(raw, resolver, errors).run();
+}
+
+}  // namespace sy::config
