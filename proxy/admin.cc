@@ -186,6 +186,28 @@ std::string AdminServer::renderStatus() const {
   return j.dump(2) + "\n";
 }
 
-std::string AdminServer::renderShadowDiffs() const { return "[]\n"; }
+std::string AdminServer::renderShadowDiffs() const {
+  static constexpr const char* kKinds[] = {"status", "body", "headers"};
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  char hex[17];
+  for (const ShadowDiff& d : server_.shared().diffs.latest()) {
+    nlohmann::ordered_json j;
+    j["ts"] = rfc3339(d.ts);
+    j["route"] = d.route;
+    j["method"] = d.method;
+    j["path"] = d.path;
+    j["request_id"] = d.request_id;
+    nlohmann::ordered_json kinds = nlohmann::ordered_json::array();
+    for (MismatchKind k : d.kinds) kinds.push_back(kKinds[static_cast<size_t>(k)]);
+    j["kinds"] = kinds;
+    snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(d.primary_digest));
+    j["primary"] = {{"status", d.primary_status}, {"digest", hex}};
+    snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(d.shadow_digest));
+    j["shadow"] = {{"status", d.shadow_status}, {"digest", hex}};
+    j["headers"] = d.headers;
+    list.push_back(j);
+  }
+  return list.dump(2) + "\n";
+}
 
 }  // namespace sy::proxy

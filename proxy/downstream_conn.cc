@@ -305,6 +305,7 @@ void DownstreamConn::onRequestHead() {
   request_chunked_ = request_decoder_.framing() == BodyFraming::Chunked;
   state_ = State::Forwarding;
   if (!connectUpstream(-1)) return;
+  if (route_->shadow && !request_decoder_.upgrade()) startShadow();
   // Expect: 100-continue is answered here, once we know the body is wanted; the upstream
   // never sees the Expect header (rewrite.cc drops it).
   if (request_decoder_.framing() != BodyFraming::None) {
@@ -352,8 +353,7 @@ bool DownstreamConn::connectUpstream(int exclude_server) {
   return true;
 }
 
-void DownstreamConn::writeUpstreamHead() {
-  const RequestHead& req = request_decoder_.request();
+RequestRewrite DownstreamConn::upstreamRewrite() const {
   RequestRewrite rw;
   rw.client_ip = client_ip_;
   rw.variant_header = snapshot_->server.variant_header;
@@ -362,8 +362,30 @@ void DownstreamConn::writeUpstreamHead() {
   rw.framing = request_decoder_.framing();
   rw.content_length = request_decoder_.contentLength();
   rw.upgrade = request_decoder_.upgrade();
+  return rw;
+}
+
+void DownstreamConn::startShadow() {
+  const RequestRewrite rw = upstreamRewrite();
+  shadow_ = worker_.mirror().start(ShadowStart{snapshot_, *route_, *route_metrics_,
+                                               request_decoder_.request(), rw, decision_.key,
+                                               worker_.random()});
+}
+
+void DownstreamConn::detachShadow(bool complete) {
+  if (shadow_ == nullptr) return;
+  ShadowRequest* s = shadow_;
+  shadow_ = nullptr;
+  if (complete) {
+    s->primaryResponseComplete();
+  } else {
+    s->primaryAborted();
+  }
+}
+
+void DownstreamConn::writeUpstreamHead() {
   head_buf_.clear();
-  appendUpstreamRequestHead(head_buf_, req, rw);
+  appendUpstreamRequestHead(head_buf_, request_decoder_.request(), upstreamRewrite());
   evbuffer_add(upstream_->output(), head_buf_.data(), head_buf_.size());
   upstream_head_len_ = head_buf_.size();
 }
@@ -384,6 +406,7 @@ void DownstreamConn::onRequestBody(std::string_view data) {
   } else {
     evbuffer_add(upstream_->output(), data.data(), data.size());
   }
+  if (shadow_ != nullptr) shadow_->requestBody(data);
 }
 
 void DownstreamConn::onRequestComplete() {
@@ -396,6 +419,7 @@ void DownstreamConn::onRequestComplete() {
   if (request_chunked_ && upstream_) {
     evbuffer_add(upstream_->output(), kLastChunk.data(), kLastChunk.size());
   }
+  if (shadow_ != nullptr) shadow_->requestComplete();
   if (upstream_ && upstream_->connected()) {
     timeval rw = toTimeval(timeouts().upstream_response_ms);
     bufferevent_set_timeouts(upstream_->bev(), &rw, &rw);
@@ -522,6 +546,7 @@ void DownstreamConn::onResponseHead() {
     cookie = route_->assign_cookie + "=" + decision_.key;
     rw.set_cookie = cookie;
   }
+  if (shadow_ != nullptr) shadow_->primaryResponseHead(resp);
   if (resp.status == 101 && request_decoder_.upgrade()) {
     rw.upgrade = true;
     rw.framing = BodyFraming::None;
@@ -564,6 +589,7 @@ void DownstreamConn::onResponseHead() {
 
 void DownstreamConn::onResponseBody(std::string_view data) {
   if (interim_response_) return;
+  if (shadow_ != nullptr) shadow_->primaryResponseBody(data);
   evbuffer* out = bufferevent_get_output(bev_.get());
   if (response_chunked_) {
     addChunk(out, data);
@@ -575,6 +601,7 @@ void DownstreamConn::onResponseBody(std::string_view data) {
 void DownstreamConn::onResponseComplete() {
   if (response_chunked_) writeToClient(kLastChunk);
   recordOutcome(static_cast<int>(response_decoder_.response().status));
+  detachShadow(true);
   // The upstream connection is reusable only at a clean message boundary: the whole request
   // went out, the response said keep-alive and was length-delimited, nothing extra followed.
   const bool reusable = request_done_ && response_decoder_.keepAlive() &&
@@ -663,6 +690,7 @@ void DownstreamConn::fail(const ProxyError& error) {
     }
   }
   if (upstream_) releaseUpstream(false);
+  detachShadow(false);
   if (response_started_) {
     // Too late for a status: cut the client connection so it sees a truncated response.
     recordOutcome(static_cast<int>(response_decoder_.response().status));
@@ -747,6 +775,7 @@ void DownstreamConn::closeAfterFlush() {
   if (state_ == State::Closing || state_ == State::Closed) return;
   state_ = State::Closing;
   releaseUpstream(false);
+  detachShadow(false);
   bufferevent_disable(bev_.get(), EV_READ);
   if (evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0) {
     closeNow();
@@ -760,6 +789,7 @@ void DownstreamConn::closeNow() {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
   releaseUpstream(false);
+  detachShadow(false);
   disarmTimer();
   bufferevent_disable(bev_.get(), EV_READ | EV_WRITE);
   bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);

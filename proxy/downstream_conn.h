@@ -18,6 +18,8 @@
 #include "proxy/http_codec.h"
 #include "proxy/libevent_ptr.h"
 #include "proxy/metrics.h"
+#include "proxy/mirror.h"
+#include "proxy/rewrite.h"
 #include "proxy/splitter.h"
 #include "proxy/upstream_pool.h"
 
@@ -88,6 +90,10 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   void onRequestComplete();
   bool connectUpstream(int exclude_server);
   void writeUpstreamHead();
+  RequestRewrite upstreamRewrite() const;
+  void startShadow();
+  // Ends the primary's part in the shadow copy (no comparison unless `complete`).
+  void detachShadow(bool complete);
   // Response side.
   void processUpstreamInput();
   void onResponseHead();
@@ -138,6 +144,7 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   uint64_t start_us_ = 0;
   bool recorded_ = false;
   std::unique_ptr<UpstreamConn> upstream_;
+  ShadowRequest* shadow_ = nullptr;  // owned by the worker's Mirror; see mirror.h
   std::string head_buf_;    // serialized head (reused; keeps its capacity)
   std::string request_id_;  // generated X-Request-Id, or empty when the client sent one
   size_t upstream_head_len_ = 0;  // bytes of our head at the front of a not-yet-connected upstream

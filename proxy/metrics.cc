@@ -37,7 +37,19 @@ void VariantCounters::recordUpstreamError(ErrorKind kind) {
 RouteMetrics::RouteMetrics(std::string name, size_t workers)
     : name_(std::move(name)),
       workers_(workers),
-      slots_(new VariantCounters[workers * config::kVariants]) {}
+      slots_(new VariantCounters[workers * config::kVariants]),
+      shadow_(new ShadowCounters[workers]) {}
+
+RouteMetrics::ShadowTotals RouteMetrics::shadowTotals() const {
+  ShadowTotals t;
+  for (size_t w = 0; w < workers_; ++w) {
+    for (size_t i = 0; i < kShadowResults; ++i)
+      t.results[i] += shadow_[w].results[i].load(std::memory_order_relaxed);
+    for (size_t i = 0; i < kMismatchKinds; ++i)
+      t.mismatches[i] += shadow_[w].mismatches[i].load(std::memory_order_relaxed);
+  }
+  return t;
+}
 
 RouteMetrics::Totals RouteMetrics::totals(config::Variant v) const {
   Totals t;
@@ -204,6 +216,40 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
       labels(x);
       out.append(",kind=\"").append(kErrorKinds[k]).append("\"} ");
       out.append(std::to_string(x.totals.upstream_errors[k])).append("\n");
+    }
+  }
+
+  static constexpr const char* kShadowResultNames[] = {"sent", "completed", "failed", "dropped",
+                                                       "skipped"};
+  static constexpr const char* kMismatchNames[] = {"status", "body", "headers"};
+  // Routes with a shadow now, or with shadow counts from before a reload.
+  std::vector<std::pair<const RouteMetrics*, RouteMetrics::ShadowTotals>> shadows;
+  for (const auto& [name, m] : s.registry->routes()) {
+    if (name.empty()) continue;
+    const config::Route* route = findRoute(s.snapshot, name);
+    RouteMetrics::ShadowTotals t = m->shadowTotals();
+    bool any = route != nullptr && route->shadow.has_value();
+    for (uint64_t n : t.results) any = any || n != 0;
+    if (any) shadows.emplace_back(m.get(), t);
+  }
+  appendHeader(out, "switchyard_shadow_requests_total", "counter",
+               "Mirrored requests, by route and result.");
+  for (const auto& [m, t] : shadows) {
+    for (size_t i = 0; i < kShadowResults; ++i) {
+      out.append("switchyard_shadow_requests_total{route=\"");
+      appendLabel(out, m->name());
+      out.append("\",result=\"").append(kShadowResultNames[i]).append("\"} ");
+      out.append(std::to_string(t.results[i])).append("\n");
+    }
+  }
+  appendHeader(out, "switchyard_shadow_mismatches_total", "counter",
+               "Shadow responses that differed from the primary's, by route and kind.");
+  for (const auto& [m, t] : shadows) {
+    for (size_t i = 0; i < kMismatchKinds; ++i) {
+      out.append("switchyard_shadow_mismatches_total{route=\"");
+      appendLabel(out, m->name());
+      out.append("\",kind=\"").append(kMismatchNames[i]).append("\"} ");
+      out.append(std::to_string(t.mismatches[i])).append("\n");
     }
   }
 

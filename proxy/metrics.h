@@ -46,6 +46,21 @@ struct alignas(64) VariantCounters {
   void recordUpstreamError(ErrorKind kind);
 };
 
+enum class ShadowResult : uint8_t { Sent, Completed, Failed, Dropped, Skipped };
+inline constexpr size_t kShadowResults = 5;
+enum class MismatchKind : uint8_t { Status, Body, Headers };
+inline constexpr size_t kMismatchKinds = 3;
+
+// One worker's shadow counters for one route.
+struct alignas(64) ShadowCounters {
+  std::array<std::atomic<uint64_t>, kShadowResults> results{};
+  std::array<std::atomic<uint64_t>, kMismatchKinds> mismatches{};
+  uint32_t in_flight = 0;  // Thread: the owning worker only (enforces max_in_flight)
+
+  void record(ShadowResult r) { bump(results[static_cast<size_t>(r)]); }
+  void record(MismatchKind k) { bump(mismatches[static_cast<size_t>(k)]); }
+};
+
 class RouteMetrics {
  public:
   RouteMetrics(std::string name, size_t workers);
@@ -54,7 +69,15 @@ class RouteMetrics {
   VariantCounters& slot(size_t worker, config::Variant v) {
     return slots_[worker * config::kVariants + static_cast<size_t>(v)];
   }
+  ShadowCounters& shadow(size_t worker) { return shadow_[worker]; }
+
   // Thread: main. Sum over workers.
+  struct ShadowTotals {
+    std::array<uint64_t, kShadowResults> results{};
+    std::array<uint64_t, kMismatchKinds> mismatches{};
+  };
+  ShadowTotals shadowTotals() const;
+
   struct Totals {
     std::array<uint64_t, 5> responses{};
     std::array<uint64_t, kDurationBuckets.size() + 1> buckets{};
@@ -67,6 +90,7 @@ class RouteMetrics {
   std::string name_;
   size_t workers_;
   std::unique_ptr<VariantCounters[]> slots_;
+  std::unique_ptr<ShadowCounters[]> shadow_;
 };
 
 // The route metrics of one snapshot, by route index (what a worker looks up per request).

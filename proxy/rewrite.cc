@@ -72,7 +72,8 @@ void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
     if (isHopByHop(name, head.headers)) continue;
     if (equalsIgnoreCase(name, "content-length")) continue;  // re-framed below
     if (equalsIgnoreCase(name, "expect")) continue;          // 100-continue is answered by us
-    if (equalsIgnoreCase(name, "x-forwarded-proto") || equalsIgnoreCase(name, "x-forwarded-host"))
+    if (equalsIgnoreCase(name, "x-forwarded-proto") || equalsIgnoreCase(name, "x-forwarded-host") ||
+        equalsIgnoreCase(name, "x-switchyard-shadow"))  // only we say what is a shadow copy
       continue;
     if (!rw.variant_header.empty() && equalsIgnoreCase(name, rw.variant_header)) continue;
     if (equalsIgnoreCase(name, "host")) host = h.value;
@@ -98,6 +99,7 @@ void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
   if (!host.empty()) appendHeader(out, "X-Forwarded-Host", host);
   if (!rw.request_id.empty()) appendHeader(out, "X-Request-Id", rw.request_id);
   if (!rw.variant_header.empty()) appendHeader(out, rw.variant_header, rw.variant);
+  if (rw.shadow) out.append("X-Switchyard-Shadow: 1\r\n");
   if (rw.upgrade) {
     if (auto up = findHeader(head.headers, "upgrade")) appendHeader(out, "Upgrade", *up);
     out.append("Connection: upgrade\r\n");

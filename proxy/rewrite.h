@@ -25,6 +25,7 @@ struct RequestRewrite {
   BodyFraming framing = BodyFraming::None;  // as sent upstream
   uint64_t content_length = 0;
   bool upgrade = false;  // keep Upgrade / Connection: upgrade
+  bool shadow = false;   // a mirrored copy: add X-Switchyard-Shadow: 1
 };
 
 // Appends the head to send upstream (always HTTP/1.1, keep-alive).

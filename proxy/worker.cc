@@ -15,6 +15,7 @@ Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr
   posted_event_.reset(event_new(base_.get(), -1, 0, &Worker::onPosted, this));
   deferred_event_.reset(event_new(base_.get(), -1, 0, &Worker::onDeferred, this));
   drain_timer_.reset(evtimer_new(base_.get(), &Worker::onDrainTimer, this));
+  mirror_ = std::make_unique<Mirror>(*this);
   if (getrandom(&rng_state_, sizeof(rng_state_), 0) != sizeof(rng_state_)) {
     rng_state_ = reinterpret_cast<uintptr_t>(this) ^ static_cast<uint64_t>(time(nullptr));
   }
@@ -24,6 +25,7 @@ Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr
 Worker::~Worker() {
   // Connections first: they return upstream connections to pools that must still exist.
   connections_.clear();
+  mirror_.reset();
   deferred_.clear();
   pools_.clear();
   listeners_.clear();
@@ -93,6 +95,7 @@ void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot,
     pools.emplace(&pool, kept ? std::move(kept) : UpstreamPool::create(*this, pool));
   }
   pools_ = std::move(pools);
+  mirror_->setSnapshot(*snapshot);
   snapshot_ = std::move(snapshot);
   route_metrics_ = std::move(metrics);
 }

@@ -17,6 +17,7 @@
 #include "proxy/deferred.h"
 #include "proxy/libevent_ptr.h"
 #include "proxy/metrics.h"
+#include "proxy/mirror.h"
 
 namespace sy::proxy {
 
@@ -28,6 +29,7 @@ class UpstreamPool;
 struct SharedState {
   std::atomic<uint32_t> client_connections{0};
   std::atomic<uint32_t> upstream_connections{0};
+  DiffLog diffs;  // latest shadow mismatches of every worker
 };
 
 class Worker {
@@ -76,6 +78,7 @@ class Worker {
   void deferDelete(std::unique_ptr<Deferrable> obj);
 
   SharedState& shared() { return shared_; }
+  Mirror& mirror() { return *mirror_; }
   // A fast non-cryptographic random value (split fallback, request ids, cookie ids).
   uint64_t random();
 
@@ -107,6 +110,7 @@ class Worker {
   // Pools of the current snapshot, by config pool. Pools of older snapshots stay alive
   // through the shared_ptrs held by their connections.
   std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools_;
+  std::unique_ptr<Mirror> mirror_;
   uint64_t rng_state_;
   bool draining_ = false;
   std::atomic<bool> finished_{false};

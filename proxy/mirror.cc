@@ -1,0 +1,332 @@
+#include "proxy/mirror.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "proxy/log.h"
+#include "proxy/splitter.h"
+#include "proxy/worker.h"
+
+namespace sy::proxy {
+namespace {
+
+timeval toTimeval(uint32_t ms) {
+  timeval tv{};
+  tv.tv_sec = ms / 1000;
+  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
+  return tv;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+}  // namespace
+
+// ---- DiffLog -------------------------------------------------------------------------------
+
+void DiffLog::add(ShadowDiff diff) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  diffs_.push_front(std::move(diff));
+  if (diffs_.size() > kCapacity) diffs_.pop_back();
+}
+
+std::vector<ShadowDiff> DiffLog::latest() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {diffs_.begin(), diffs_.end()};
+}
+
+// ---- comparison ----------------------------------------------------------------------------
+
+void ResponseSummary::setHead(const ResponseHead& head, const config::ShadowSettings& settings,
+                              std::string_view variant_header) {
+  status_ = head.status;
+  headers_.clear();
+  for (const Header& h : head.headers) {
+    // Framing and hop-by-hop fields describe the connection, not the answer; the variant
+    // header differs by construction; the rest is compared unless the route ignores it.
+    if (isHopByHop(h.name, head.headers) || equalsIgnoreCase(h.name, "content-length") ||
+        (!variant_header.empty() && equalsIgnoreCase(h.name, variant_header))) {
+      continue;
+    }
+    std::string name = lower(h.name);
+    if (std::find(settings.ignore_headers.begin(), settings.ignore_headers.end(), name) !=
+        settings.ignore_headers.end()) {
+      continue;
+    }
+    headers_.emplace_back(std::move(name), h.value);
+  }
+  std::sort(headers_.begin(), headers_.end());
+}
+
+std::vector<std::string> differingHeaders(const ResponseSummary& a, const ResponseSummary& b) {
+  std::vector<std::pair<std::string, std::string>> only;
+  std::set_symmetric_difference(a.headers().begin(), a.headers().end(), b.headers().begin(),
+                                b.headers().end(), std::back_inserter(only));
+  std::vector<std::string> names;
+  for (auto& [name, value] : only) names.push_back(name);
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+// ---- ShadowRequest -------------------------------------------------------------------------
+
+ShadowRequest::ShadowRequest(Mirror& mirror, config::SnapshotConstSharedPtr snapshot,
+                             const config::Route& route, RouteMetrics& metrics,
+                             std::unique_ptr<UpstreamConn> conn)
+    : mirror_(mirror),
+      snapshot_(std::move(snapshot)),
+      route_(route),
+      metrics_(metrics),
+      conn_(std::move(conn)),
+      compare_(route.shadow->compare) {
+  conn_->attach(this);
+}
+
+ShadowRequest::~ShadowRequest() {
+  if (conn_) {
+    conn_->attach(nullptr);
+    UpstreamPool& pool = conn_->pool();
+    pool.release(std::move(conn_), false);
+  }
+}
+
+void ShadowRequest::requestBody(std::string_view data) {
+  if (shadow_done_ || !conn_) return;
+  body_bytes_ += data.size();
+  if (body_bytes_ > route_.shadow->max_body_bytes) {
+    finishShadow(ShadowResult::Skipped);  // too big to copy: the primary goes on alone
+    return;
+  }
+  evbuffer* out = conn_->output();
+  if (chunked_) {
+    evbuffer_add_printf(out, "%zx\r\n", data.size());
+    evbuffer_add(out, data.data(), data.size());
+    evbuffer_add(out, "\r\n", 2);
+  } else {
+    evbuffer_add(out, data.data(), data.size());
+  }
+}
+
+void ShadowRequest::requestComplete() {
+  request_complete_ = true;
+  if (shadow_done_ || !conn_) return;
+  if (chunked_) evbuffer_add(conn_->output(), kLastChunk.data(), kLastChunk.size());
+  if (conn_->connected()) {
+    timeval tv = toTimeval(snapshot_->server.timeouts.upstream_response_ms);
+    bufferevent_set_timeouts(conn_->bev(), &tv, &tv);
+  }
+}
+
+void ShadowRequest::primaryResponseHead(const ResponseHead& head) {
+  if (compare_) primary_.setHead(head, *route_.shadow, snapshot_->server.variant_header);
+}
+
+void ShadowRequest::primaryResponseComplete() {
+  primary_attached_ = false;
+  if (compare_) primary_.finish();
+  compareIfReady();
+  maybeDone();
+}
+
+void ShadowRequest::primaryAborted() {
+  primary_attached_ = false;
+  compare_ = false;
+  if (!request_complete_ && !shadow_done_) {
+    finishShadow(ShadowResult::Skipped);  // the copy would be a truncated request
+  }
+  maybeDone();
+}
+
+void ShadowRequest::onUpstreamEvent(short events) {
+  if (events & BEV_EVENT_CONNECTED) {
+    conn_->setConnected();
+    timeval tv = toTimeval(snapshot_->server.timeouts.upstream_response_ms);
+    bufferevent_set_timeouts(conn_->bev(), request_complete_ ? &tv : nullptr, &tv);
+    return;
+  }
+  if (!conn_->connected()) {
+    SY_LOG(Debug, "shadow %s: connect failed", conn_->address().text.c_str());
+  }
+  if (events & BEV_EVENT_EOF) {
+    onUpstreamRead();  // what arrived before the EOF
+    if (shadow_done_) return;
+    if (decoder_.finish() == MessageDecoder::Event::MessageComplete) {
+      shadow_.finish();
+      finishShadow(ShadowResult::Completed);
+      return;
+    }
+  }
+  finishShadow(ShadowResult::Failed);
+}
+
+void ShadowRequest::onUpstreamRead() {
+  evbuffer* in = conn_->input();
+  while (!shadow_done_ && evbuffer_get_length(in) > 0) {
+    evbuffer_iovec vec;
+    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) return;
+    size_t consumed = 0;
+    MessageDecoder::Event ev =
+        decoder_.decode(static_cast<const char*>(vec.iov_base), vec.iov_len, consumed);
+    evbuffer_drain(in, consumed);
+    switch (ev) {
+      case MessageDecoder::Event::NeedMore:
+        if (consumed == 0) return;
+        break;
+      case MessageDecoder::Event::HeadComplete:
+        if (decoder_.response().status / 100 != 1) {
+          shadow_.setHead(decoder_.response(), *route_.shadow, snapshot_->server.variant_header);
+        }
+        break;
+      case MessageDecoder::Event::MessageComplete:
+        if (decoder_.response().status / 100 == 1) break;  // interim; the final one follows
+        shadow_.finish();
+        finishShadow(ShadowResult::Completed);
+        return;
+      case MessageDecoder::Event::Error:
+        finishShadow(ShadowResult::Failed);
+        return;
+    }
+  }
+}
+
+void ShadowRequest::finishShadow(ShadowResult result) {
+  if (shadow_done_) return;
+  shadow_done_ = true;
+  shadow_ok_ = result == ShadowResult::Completed;
+  ShadowCounters& counters = metrics_.shadow(mirror_.worker().index());
+  counters.record(result);
+  if (counters.in_flight > 0) --counters.in_flight;
+  if (conn_) {
+    conn_->attach(nullptr);
+    const bool reusable = shadow_ok_ && request_complete_ && decoder_.keepAlive() &&
+                          decoder_.framing() != BodyFraming::UntilClose &&
+                          evbuffer_get_length(conn_->input()) == 0 &&
+                          evbuffer_get_length(conn_->output()) == 0;
+    UpstreamPool& pool = conn_->pool();
+    pool.release(std::move(conn_), reusable);
+  }
+  compareIfReady();
+  maybeDone();
+}
+
+void ShadowRequest::compareIfReady() {
+  if (!compare_ || !shadow_ok_ || !primary_.complete() || !shadow_.complete()) return;
+  compare_ = false;  // once
+  ShadowDiff diff;
+  if (primary_.status() != shadow_.status()) diff.kinds.push_back(MismatchKind::Status);
+  if (primary_.digest() != shadow_.digest()) diff.kinds.push_back(MismatchKind::Body);
+  diff.headers = differingHeaders(primary_, shadow_);
+  if (!diff.headers.empty()) diff.kinds.push_back(MismatchKind::Headers);
+  if (diff.kinds.empty()) return;
+  ShadowCounters& counters = metrics_.shadow(mirror_.worker().index());
+  for (MismatchKind k : diff.kinds) counters.record(k);
+  diff.ts = time(nullptr);
+  diff.route = route_.name;
+  diff.method = method_;
+  diff.path = path_;
+  diff.request_id = request_id_;
+  diff.primary_status = primary_.status();
+  diff.shadow_status = shadow_.status();
+  diff.primary_digest = primary_.digest();
+  diff.shadow_digest = shadow_.digest();
+  mirror_.diffs().add(std::move(diff));
+}
+
+void ShadowRequest::maybeDone() {
+  if (!primary_attached_ && shadow_done_) mirror_.finished(this);
+}
+
+// ---- Mirror --------------------------------------------------------------------------------
+
+Mirror::~Mirror() {
+  // Drop copies still in flight before the pools they point into.
+  in_flight_.clear();
+}
+
+DiffLog& Mirror::diffs() { return worker_.shared().diffs; }
+
+void Mirror::setSnapshot(const config::Snapshot& snapshot) {
+  std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools;
+  for (const config::Route& r : snapshot.routes) {
+    const config::Pool* cfg = r.pools[static_cast<size_t>(config::Variant::Shadow)];
+    if (cfg == nullptr || pools.count(cfg)) continue;
+    std::shared_ptr<UpstreamPool> kept;
+    for (auto& [old_cfg, old_pool] : pools_) {
+      if (old_pool->name() == cfg->name && old_pool->sameServers(*cfg)) kept = old_pool;
+    }
+    pools.emplace(cfg, kept ? std::move(kept) : UpstreamPool::create(worker_, *cfg));
+  }
+  pools_ = std::move(pools);
+}
+
+ShadowRequest* Mirror::start(const ShadowStart& s) {
+  const config::Route& route = s.route;
+  const config::Pool* cfg = route.pools[static_cast<size_t>(config::Variant::Shadow)];
+  if (!route.shadow || cfg == nullptr) return nullptr;
+  const config::ShadowSettings& settings = *route.shadow;
+  const std::string_view salt = route.salt.empty() ? std::string_view(route.name) : route.salt;
+  // On the split key, so a user's whole session is mirrored or none of it; at random (in
+  // millionths) when there is no key.
+  const bool sampled = s.key.empty()
+                           ? static_cast<double>(s.random % 1000000) < settings.percent * 10000.0
+                           : shadowSampled(salt, s.key, settings.percent);
+  if (!sampled) return nullptr;
+  ShadowCounters& counters = s.metrics.shadow(worker_.index());
+  if (s.rewrite.framing == BodyFraming::ContentLength &&
+      s.rewrite.content_length > settings.max_body_bytes) {
+    counters.record(ShadowResult::Skipped);
+    return nullptr;
+  }
+  if (counters.in_flight >= settings.max_in_flight) {
+    counters.record(ShadowResult::Dropped);
+    return nullptr;
+  }
+  auto pool_it = pools_.find(cfg);
+  if (pool_it == pools_.end()) return nullptr;
+  std::unique_ptr<UpstreamConn> conn =
+      pool_it->second->acquire(-1, s.snapshot->server.timeouts.upstream_connect_ms);
+  if (!conn) {
+    counters.record(ShadowResult::Failed);
+    return nullptr;
+  }
+  std::unique_ptr<ShadowRequest> req(
+      new ShadowRequest(*this, s.snapshot, route, s.metrics, std::move(conn)));
+  req->method_ = s.head.method;
+  req->path_ = s.head.target;
+  req->request_id_ = s.rewrite.request_id.empty()
+                         ? std::string(findHeader(s.head.headers, "x-request-id").value_or(""))
+                         : std::string(s.rewrite.request_id);
+  req->chunked_ = s.rewrite.framing == BodyFraming::Chunked;
+  req->decoder_.setHeadRequest(s.head.method == "HEAD");
+  RequestRewrite rw = s.rewrite;
+  rw.shadow = true;
+  std::string head;
+  appendUpstreamRequestHead(head, s.head, rw);
+  UpstreamConn& c = *req->conn_;
+  evbuffer_add(c.output(), head.data(), head.size());
+  bufferevent_enable(c.bev(), EV_READ | EV_WRITE);
+  req->request_complete_ = s.rewrite.framing == BodyFraming::None;
+  if (c.connected()) {  // a reused keep-alive connection
+    timeval tv = toTimeval(s.snapshot->server.timeouts.upstream_response_ms);
+    bufferevent_set_timeouts(c.bev(), req->request_complete_ ? &tv : nullptr, &tv);
+  }
+  ++counters.in_flight;
+  counters.record(ShadowResult::Sent);
+  ShadowRequest* raw = req.get();
+  in_flight_.emplace(raw, std::move(req));
+  return raw;
+}
+
+void Mirror::finished(ShadowRequest* request) {
+  auto it = in_flight_.find(request);
+  if (it == in_flight_.end()) return;
+  worker_.deferDelete(std::move(it->second));
+  in_flight_.erase(it);
+}
+
+}  // namespace sy::proxy
