@@ -62,7 +62,8 @@ uint64_t nowUs() {
 }  // namespace
 
 std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_socket_t fd,
-                                                       const sockaddr* peer) {
+                                                       const sockaddr* peer,
+                                                       const std::string& listener_address) {
   // The bufferevent owns the fd from here (BEV_OPT_CLOSE_ON_FREE).
   BufferEventPtr bev(bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE));
   if (!bev) {
@@ -73,6 +74,7 @@ std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_so
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   std::unique_ptr<DownstreamConn> conn(new DownstreamConn(worker, std::move(bev), peer));
   if (!conn->timer_) return nullptr;
+  conn->listener_address_ = listener_address;
   return conn;
 }
 

@@ -37,7 +37,8 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   // Takes `fd` (accepted, non-blocking). Null if the bufferevent could not be made (the fd is
   // closed then).
   static std::unique_ptr<DownstreamConn> create(Worker& worker, evutil_socket_t fd,
-                                                const sockaddr* peer);
+                                                const sockaddr* peer,
+                                                const std::string& listener_address);
   ~DownstreamConn() override;
   DownstreamConn(const DownstreamConn&) = delete;
   DownstreamConn& operator=(const DownstreamConn&) = delete;
@@ -45,6 +46,7 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   // Drain: closes the connection now if it is between requests, else after the current
   // response.
   void closeWhenIdle();
+  const std::string& listenerAddress() const { return listener_address_; }
 
  private:
   enum class State : uint8_t {
@@ -127,6 +129,7 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   ResponseBody response_body_{*this};
   MessageDecoder request_decoder_{MessageDecoder::Kind::Request, request_body_};
   MessageDecoder response_decoder_{MessageDecoder::Kind::Response, response_body_};
+  std::string listener_address_;
   std::string client_ip_;
   ClientIp client_addr_;
   State state_ = State::ReadingHead;

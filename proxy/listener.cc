@@ -1,22 +1,46 @@
 #include "proxy/listener.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "proxy/downstream_conn.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
 namespace sy::proxy {
 
-std::unique_ptr<Listener> Listener::create(Worker& worker, const config::SocketAddress& address,
-                                           std::string& error) {
-  std::unique_ptr<Listener> l(new Listener(worker, address.text));
-  // Every worker binds the same address with SO_REUSEPORT; the kernel balances accepts.
-  l->listener_.reset(evconnlistener_new_bind(
-      worker.base(), &Listener::acceptCb, l.get(),
-      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
-      1024, reinterpret_cast<const sockaddr*>(&address.addr), static_cast<int>(address.len)));
+bool openListenSocket(const config::SocketAddress& address, ListenSocket& out,
+                      std::string& error) {
+  const sockaddr* sa = reinterpret_cast<const sockaddr*>(&address.addr);
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = "cannot listen on " + address.text + ": " + strerror(errno);
+    return false;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (bind(fd, sa, address.len) != 0 || listen(fd, 1024) != 0) {
+    error = "cannot listen on " + address.text + ": " + strerror(errno);
+    close(fd);
+    return false;
+  }
+  out.address = address.text;
+  out.fd = fd;
+  return true;
+}
+
+std::unique_ptr<Listener> Listener::create(Worker& worker, ListenSocket socket) {
+  std::unique_ptr<Listener> l(new Listener(worker, socket.address));
+  // The evconnlistener owns the fd from here (LEV_OPT_CLOSE_ON_FREE).
+  l->listener_.reset(evconnlistener_new(worker.base(), &Listener::acceptCb, l.get(),
+                                        LEV_OPT_CLOSE_ON_FREE, -1, socket.fd));
   if (!l->listener_) {
-    error = "cannot listen on " + address.text + ": " +
-            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+    close(socket.fd);
+    SY_LOG(Error, "cannot accept on %s", socket.address.c_str());
     return nullptr;
   }
   return l;
@@ -39,7 +63,7 @@ void Listener::onAccept(evutil_socket_t fd, const sockaddr* addr) {
     return;
   }
   evutil_make_socket_nonblocking(fd);
-  std::unique_ptr<DownstreamConn> conn = DownstreamConn::create(worker_, fd, addr);
+  std::unique_ptr<DownstreamConn> conn = DownstreamConn::create(worker_, fd, addr, address_);
   if (conn) worker_.adopt(std::move(conn));
 }
 

@@ -1,11 +1,14 @@
 #pragma once
-// A listening socket of one worker (SO_REUSEPORT, so the kernel spreads connections over the
-// workers). Accepted sockets become DownstreamConns of that worker.
+// Listening sockets. Every worker has its own socket for every listen address (SO_REUSEPORT,
+// so the kernel spreads connections over the workers); accepted sockets become
+// DownstreamConns of that worker.
 //
-// Thread: worker-local (created on the main thread before the worker starts).
+// Thread: openListenSocket: main. Listener: worker-local (it may be created on the main thread
+// before the worker starts).
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/snapshot.h"
 #include "proxy/libevent_ptr.h"
@@ -14,11 +17,21 @@ namespace sy::proxy {
 
 class Worker;
 
+// A bound, listening, non-blocking socket not yet owned by a Listener.
+struct ListenSocket {
+  std::string address;  // as configured ("host:port")
+  evutil_socket_t fd = -1;
+};
+
+// Binds and listens on `address` with SO_REUSEADDR and SO_REUSEPORT. Returns false with `error`
+// set ("cannot listen on ADDR: reason") on failure. Opening on the main thread lets a reload
+// fail cleanly, before anything is published, when a new address cannot be bound.
+bool openListenSocket(const config::SocketAddress& address, ListenSocket& out, std::string& error);
+
 class Listener {
  public:
-  // Binds `address`; null with `error` set on failure.
-  static std::unique_ptr<Listener> create(Worker& worker, const config::SocketAddress& address,
-                                          std::string& error);
+  // Takes ownership of `socket.fd` (closed with the Listener). Null if libevent refuses it.
+  static std::unique_ptr<Listener> create(Worker& worker, ListenSocket socket);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 

@@ -14,6 +14,15 @@
 #include "proxy/log.h"
 
 namespace sy::proxy {
+namespace {
+
+// The whole file, or "" when it cannot be read (the loader reports why).
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
 
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
@@ -56,18 +65,21 @@ int Server::run() {
   }
 
   for (uint32_t i = 0; i < workers; ++i) {
-    auto w = std::make_unique<Worker>(i, shared_, snapshot_, table);
-    std::string error;
-    if (!w->bindListeners(error)) {
-      SY_LOG(Error, "%s", error.c_str());
-      return 1;
-    }
-    workers_.push_back(std::move(w));
+    workers_.push_back(std::make_unique<Worker>(i, shared_, snapshot_, table));
   }
+  std::vector<std::vector<ListenSocket>> sockets;
+  std::string error;
+  if (!openListeners(*snapshot_, nullptr, sockets, error)) {
+    SY_LOG(Error, "%s", error.c_str());
+    return 1;
+  }
+  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->addListeners(std::move(sockets[i]));
   if (!options_.pid_file.empty()) {
     std::ofstream pid(options_.pid_file, std::ios::trunc);
     pid << getpid() << "\n";
   }
+  last_content_ = readFile(options_.config_path);
+  updateWatcher();
   for (auto& w : workers_) w->start();
   std::string listen;
   for (const auto& a : snapshot_->server.listen) listen += (listen.empty() ? "" : " ") + a.text;
@@ -86,6 +98,7 @@ int Server::run() {
 }
 
 bool Server::reload(std::string& error) {
+  last_content_ = readFile(options_.config_path);
   config::LoadResult loaded = config::loadSnapshot(options_.config_path);
   if (!loaded.ok()) {
     error = config::formatErrors(loaded.errors);
@@ -94,15 +107,73 @@ bool Server::reload(std::string& error) {
            static_cast<unsigned long>(generation_), error.c_str());
     return false;
   }
+  std::vector<std::vector<ListenSocket>> sockets;
+  if (!openListeners(*loaded.snapshot, snapshot_.get(), sockets, error)) {
+    ++reloads_failed_;
+    SY_LOG(Error, "reload failed, keeping generation %lu: %s",
+           static_cast<unsigned long>(generation_), error.c_str());
+    return false;
+  }
   loaded.snapshot->generation = ++generation_;
   snapshot_ = std::move(loaded.snapshot);
   loaded_at_ = time(nullptr);
   ++reloads_ok_;
   std::shared_ptr<const RouteMetricsTable> table = metrics_->tableFor(*snapshot_);
-  for (auto& w : workers_) w->publish(snapshot_, table);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    workers_[i]->publish(snapshot_, table, std::move(sockets[i]));
+  }
+  updateWatcher();
   SY_LOG(Info, "reloaded %s: generation %lu", options_.config_path.c_str(),
          static_cast<unsigned long>(generation_));
   return true;
+}
+
+bool Server::openListeners(const config::Snapshot& next, const config::Snapshot* current,
+                           std::vector<std::vector<ListenSocket>>& out, std::string& error) {
+  out.assign(workers_.size(), {});
+  for (const config::SocketAddress& a : next.server.listen) {
+    bool existing = false;
+    if (current != nullptr) {
+      for (const config::SocketAddress& c : current->server.listen) {
+        existing = existing || c.text == a.text;
+      }
+    }
+    if (existing) continue;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      ListenSocket socket;
+      if (!openListenSocket(a, socket, error)) {
+        error += "\n";
+        for (auto& list : out) {
+          for (ListenSocket& s : list) evutil_closesocket(s.fd);
+        }
+        out.clear();
+        return false;
+      }
+      out[i].push_back(std::move(socket));
+    }
+  }
+  return true;
+}
+
+void Server::updateWatcher() {
+  if (!snapshot_->server.watch_config) {
+    watcher_.reset();
+    return;
+  }
+  if (watcher_) return;
+  std::string error;
+  watcher_ = ConfigWatcher::create(
+      base_.get(), options_.config_path, [this] { onConfigFileChanged(); }, error);
+  if (!watcher_) SY_LOG(Error, "%s", error.c_str());
+}
+
+void Server::onConfigFileChanged() {
+  if (stopping_) return;
+  std::string content = readFile(options_.config_path);
+  if (content == last_content_) return;  // touched, or another file of the directory
+  SY_LOG(Info, "%s changed on disk: reloading", options_.config_path.c_str());
+  std::string error;
+  reload(error);
 }
 
 void Server::onSignal(evutil_socket_t sig, short, void* ctx) noexcept {

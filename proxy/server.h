@@ -12,7 +12,9 @@
 
 #include "config/snapshot.h"
 #include "proxy/admin.h"
+#include "proxy/config_watch.h"
 #include "proxy/libevent_ptr.h"
+#include "proxy/listener.h"
 #include "proxy/metrics.h"
 #include "proxy/worker.h"
 
@@ -54,6 +56,14 @@ class Server {
   static void onDrainCheck(evutil_socket_t, short, void* ctx) noexcept;
   void handleSignal(int sig);
   void shutdown();
+  // Starts or stops the file watcher to match server.watch_config of the current snapshot.
+  void updateWatcher();
+  // The watcher saw a change: reload if the content differs from what was last read.
+  void onConfigFileChanged();
+  // Opens, for every worker, a socket for each address of `next` not in `current` (all of
+  // them when `current` is null). On failure nothing stays open and `error` says why.
+  bool openListeners(const config::Snapshot& next, const config::Snapshot* current,
+                     std::vector<std::vector<ListenSocket>>& out, std::string& error);
 
   ServerOptions options_;
   SharedState shared_;
@@ -67,6 +77,8 @@ class Server {
   uint64_t reloads_failed_ = 0;
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<ConfigWatcher> watcher_;
+  std::string last_content_;  // the config file as last read by a load or reload
   std::vector<std::unique_ptr<Worker>> workers_;
   bool stopping_ = false;
 };

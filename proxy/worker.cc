@@ -31,13 +31,11 @@ Worker::~Worker() {
   listeners_.clear();
 }
 
-bool Worker::bindListeners(std::string& error) {
-  for (const config::SocketAddress& a : snapshot_->server.listen) {
-    std::unique_ptr<Listener> l = Listener::create(*this, a, error);
-    if (!l) return false;
-    listeners_.push_back(std::move(l));
+void Worker::addListeners(std::vector<ListenSocket> sockets) {
+  for (ListenSocket& s : sockets) {
+    std::unique_ptr<Listener> l = Listener::create(*this, std::move(s));
+    if (l) listeners_.push_back(std::move(l));
   }
-  return true;
 }
 
 void Worker::start() {
@@ -74,10 +72,37 @@ void Worker::runPosted() {
 }
 
 void Worker::publish(config::SnapshotConstSharedPtr snapshot,
-                     std::shared_ptr<const RouteMetricsTable> metrics) {
-  post([this, snapshot = std::move(snapshot), metrics = std::move(metrics)]() mutable {
+                     std::shared_ptr<const RouteMetricsTable> metrics,
+                     std::vector<ListenSocket> new_listeners) {
+  post([this, snapshot = std::move(snapshot), metrics = std::move(metrics),
+        sockets = std::move(new_listeners)]() mutable {
+    closeRemovedListeners(*snapshot);
+    if (!draining_) {
+      addListeners(std::move(sockets));
+    } else {
+      for (ListenSocket& s : sockets) evutil_closesocket(s.fd);
+    }
     setSnapshot(std::move(snapshot), std::move(metrics));
   });
+}
+
+void Worker::closeRemovedListeners(const config::Snapshot& next) {
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    const std::string& address = (*it)->address();
+    bool kept = false;
+    for (const config::SocketAddress& a : next.server.listen) kept = kept || a.text == address;
+    if (kept) {
+      ++it;
+      continue;
+    }
+    SY_LOG(Info, "worker %zu: no longer listening on %s", index_, address.c_str());
+    std::vector<DownstreamConn*> conns;
+    for (auto& [ptr, owned] : connections_) {
+      if (ptr->listenerAddress() == address) conns.push_back(ptr);
+    }
+    for (DownstreamConn* c : conns) c->closeWhenIdle();
+    it = listeners_.erase(it);
+  }
 }
 
 void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot,

@@ -24,6 +24,7 @@ namespace sy::proxy {
 class DownstreamConn;
 class Listener;
 class UpstreamPool;
+struct ListenSocket;
 
 // Process-wide counters shared by every worker. Atomics, touched once per connection.
 struct SharedState {
@@ -41,9 +42,8 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Thread: main. Binds this worker's listeners (SO_REUSEPORT: every worker binds every
-  // address). Returns false and sets `error` when an address cannot be bound.
-  bool bindListeners(std::string& error);
+  // Thread: main, before start(). Takes the sockets to accept on.
+  void addListeners(std::vector<ListenSocket> sockets);
   // Thread: main. Starts the thread running the loop.
   void start();
   // Thread: main. Waits for the loop to exit.
@@ -52,8 +52,11 @@ class Worker {
   // Thread: any. Runs `fn` on this worker's thread.
   void post(std::function<void()> fn);
   // Thread: any. Requests from now on use `snapshot`; requests in flight keep theirs.
+  // `new_listeners` are sockets for addresses the snapshot adds; listeners for addresses it
+  // no longer has are closed, and their connections close once idle.
   void publish(config::SnapshotConstSharedPtr snapshot,
-               std::shared_ptr<const RouteMetricsTable> metrics);
+               std::shared_ptr<const RouteMetricsTable> metrics,
+               std::vector<ListenSocket> new_listeners);
   // Thread: any. Stop accepting; exit the loop once every connection is gone or after
   // `timeout_ms`, closing idle keep-alive connections at once.
   void drain(uint32_t timeout_ms);
@@ -87,6 +90,7 @@ class Worker {
   static void onDeferred(evutil_socket_t, short, void* ctx) noexcept;
   static void onDrainTimer(evutil_socket_t, short, void* ctx) noexcept;
   void runPosted();
+  void closeRemovedListeners(const config::Snapshot& next);
   void setSnapshot(config::SnapshotConstSharedPtr snapshot,
                    std::shared_ptr<const RouteMetricsTable> metrics);
   void maybeFinishDrain();
