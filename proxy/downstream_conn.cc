@@ -260,6 +260,10 @@ void DownstreamConn::onRequestHead() {
   snapshot_ = worker_.snapshot();
   start_us_ = nowUs();
   recorded_ = false;
+  head_complete_ = true;
+  bytes_out_ = 0;
+  mirrored_ = false;
+  upstream_text_.clear();
   variant_ = config::Variant::Blue;
   route_metrics_ = &worker_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
   const RequestHead& req = request_decoder_.request();
@@ -372,6 +376,7 @@ void DownstreamConn::startShadow() {
   shadow_ = worker_.mirror().start(ShadowStart{snapshot_, *route_, *route_metrics_,
                                                request_decoder_.request(), rw, decision_.key,
                                                worker_.random()});
+  mirrored_ = shadow_ != nullptr;
 }
 
 void DownstreamConn::detachShadow(bool complete) {
@@ -540,6 +545,7 @@ void DownstreamConn::onResponseHead() {
   }
   const RequestHead& req = request_decoder_.request();
   const bool http10 = req.http_major == 1 && req.http_minor == 0;
+  upstream_text_ = upstream_->address().text;
   ResponseRewrite rw;
   rw.variant_header = snapshot_->server.variant_header;
   rw.variant = config::variantName(variant_);
@@ -592,6 +598,7 @@ void DownstreamConn::onResponseHead() {
 void DownstreamConn::onResponseBody(std::string_view data) {
   if (interim_response_) return;
   if (shadow_ != nullptr) shadow_->primaryResponseBody(data);
+  bytes_out_ += data.size();
   evbuffer* out = bufferevent_get_output(bev_.get());
   if (response_chunked_) {
     addChunk(out, data);
@@ -706,6 +713,8 @@ void DownstreamConn::fail(const ProxyError& error) {
     variant_ = config::Variant::Blue;
     start_us_ = nowUs();
     recorded_ = false;
+    bytes_out_ = 0;
+    request_id_.clear();
   }
   recordOutcome(status);
   if (error.source == ErrorSource::Upstream) {
@@ -751,7 +760,34 @@ void DownstreamConn::releaseUpstream(bool reusable) {
 void DownstreamConn::recordOutcome(int status) {
   if (recorded_ || route_metrics_ == nullptr) return;
   recorded_ = true;
-  route_metrics_->slot(worker_.index(), variant_).recordResponse(status, nowUs() - start_us_);
+  const uint64_t duration_us = nowUs() - start_us_;
+  route_metrics_->slot(worker_.index(), variant_).recordResponse(status, duration_us);
+  if (!worker_.shared().access_log.enabled()) return;
+  const RequestHead& req = request_decoder_.request();
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  AccessLogEntry e;
+  e.ts_ms = static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000 -
+            static_cast<int64_t>(duration_us / 1000);
+  e.client = client_ip_;
+  // Refused before its head was complete, a request has no method, host or path to log (the
+  // decoder's head is partial then).
+  if (head_complete_) {
+    e.method = req.method;
+    e.host = findHeader(req.headers, "host").value_or("");
+    e.path = req.target;
+  }
+  e.status = status;
+  e.bytes_out = bytes_out_;
+  e.duration_ms = static_cast<double>(duration_us) / 1000.0;
+  e.route = route_ ? std::string_view(route_->name) : std::string_view();
+  e.variant = route_ ? config::variantName(variant_) : "";
+  e.upstream = upstream_text_;
+  e.request_id = request_id_.empty() && head_complete_
+                     ? findHeader(req.headers, "x-request-id").value_or("")
+                     : std::string_view(request_id_);
+  e.shadow = mirrored_;
+  worker_.logAccess(e);
 }
 
 void DownstreamConn::finishExchange() {
@@ -759,6 +795,7 @@ void DownstreamConn::finishExchange() {
   snapshot_.reset();
   route_ = nullptr;
   route_metrics_ = nullptr;
+  head_complete_ = false;
   request_done_ = false;
   response_started_ = false;
   interim_response_ = false;
@@ -806,6 +843,7 @@ void DownstreamConn::armTimer(uint32_t ms) {
 void DownstreamConn::disarmTimer() { evtimer_del(timer_.get()); }
 
 void DownstreamConn::writeToClient(std::string_view data) {
+  bytes_out_ += data.size();
   bufferevent_write(bev_.get(), data.data(), data.size());
 }
 

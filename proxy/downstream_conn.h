@@ -145,6 +145,10 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   config::Variant variant_ = config::Variant::Blue;  // the variant that serves (after failover)
   RouteMetrics* route_metrics_ = nullptr;
   uint64_t start_us_ = 0;
+  uint64_t bytes_out_ = 0;     // response bytes written to the client in this exchange
+  std::string upstream_text_;  // the server that answered, for the access log
+  bool mirrored_ = false;
+  bool head_complete_ = false;  // the current request's head was decoded in full
   bool recorded_ = false;
   std::unique_ptr<UpstreamConn> upstream_;
   ShadowRequest* shadow_ = nullptr;  // owned by the worker's Mirror; see mirror.h

@@ -58,7 +58,8 @@ int Server::run() {
       return 1;
     }
   }
-  for (int sig : {SIGHUP, SIGTERM, SIGINT}) {
+  shared_.access_log.setTarget(snapshot_->server.access_log);
+  for (int sig : {SIGHUP, SIGTERM, SIGINT, SIGUSR1}) {
     EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
     evsignal_add(ev.get(), nullptr);
     signal_events_.push_back(std::move(ev));
@@ -91,6 +92,7 @@ int Server::run() {
 
   for (auto& w : workers_) w->join();
   workers_.clear();
+  shared_.access_log.flush();
   admin_.reset();
   if (!options_.pid_file.empty()) unlink(options_.pid_file.c_str());
   SY_LOG(Info, "stopped");
@@ -118,6 +120,7 @@ bool Server::reload(std::string& error) {
   snapshot_ = std::move(loaded.snapshot);
   loaded_at_ = time(nullptr);
   ++reloads_ok_;
+  shared_.access_log.setTarget(snapshot_->server.access_log);
   std::shared_ptr<const RouteMetricsTable> table = metrics_->tableFor(*snapshot_);
   for (size_t i = 0; i < workers_.size(); ++i) {
     workers_[i]->publish(snapshot_, table, std::move(sockets[i]));
@@ -184,6 +187,11 @@ void Server::handleSignal(int sig) {
   if (sig == SIGHUP) {
     std::string error;
     reload(error);
+    return;
+  }
+  if (sig == SIGUSR1) {
+    SY_LOG(Info, "reopening the access log");
+    shared_.access_log.reopen();
     return;
   }
   shutdown();

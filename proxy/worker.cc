@@ -16,6 +16,7 @@ Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr
   deferred_event_.reset(event_new(base_.get(), -1, 0, &Worker::onDeferred, this));
   drain_timer_.reset(evtimer_new(base_.get(), &Worker::onDrainTimer, this));
   mirror_ = std::make_unique<Mirror>(*this);
+  access_log_timer_.reset(evtimer_new(base_.get(), &Worker::onAccessLogTimer, this));
   if (getrandom(&rng_state_, sizeof(rng_state_), 0) != sizeof(rng_state_)) {
     rng_state_ = reinterpret_cast<uintptr_t>(this) ^ static_cast<uint64_t>(time(nullptr));
   }
@@ -41,6 +42,7 @@ void Worker::addListeners(std::vector<ListenSocket> sockets) {
 void Worker::start() {
   thread_ = std::thread([this] {
     event_base_loop(base_.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+    access_batch_.flush();
     finished_.store(true, std::memory_order_release);
   });
 }
@@ -182,6 +184,20 @@ void Worker::onDrainTimer(evutil_socket_t, short, void* ctx) noexcept {
   SY_LOG(Warn, "worker %zu: drain timeout with %zu connections left", w->index_,
          w->connections_.size());
   event_base_loopexit(w->base_.get(), nullptr);
+}
+
+void Worker::logAccess(const AccessLogEntry& entry) {
+  const bool was_empty = access_batch_.empty();
+  access_batch_.add(entry);
+  if (was_empty && !access_batch_.empty()) {
+    // A lone line is written within 100 ms; busy workers flush by size long before.
+    timeval tv{0, 100000};
+    evtimer_add(access_log_timer_.get(), &tv);
+  }
+}
+
+void Worker::onAccessLogTimer(evutil_socket_t, short, void* ctx) noexcept {
+  static_cast<Worker*>(ctx)->access_batch_.flush();
 }
 
 uint64_t Worker::random() {

@@ -15,6 +15,7 @@
 
 #include "config/snapshot.h"
 #include "proxy/deferred.h"
+#include "proxy/access_log.h"
 #include "proxy/libevent_ptr.h"
 #include "proxy/metrics.h"
 #include "proxy/mirror.h"
@@ -31,6 +32,7 @@ struct SharedState {
   std::atomic<uint32_t> client_connections{0};
   std::atomic<uint32_t> upstream_connections{0};
   DiffLog diffs;  // latest shadow mismatches of every worker
+  AccessLog access_log;
 };
 
 class Worker {
@@ -81,6 +83,8 @@ class Worker {
   void deferDelete(std::unique_ptr<Deferrable> obj);
 
   SharedState& shared() { return shared_; }
+  // Queues an access-log line (written by the log's thread within ~100 ms).
+  void logAccess(const AccessLogEntry& entry);
   Mirror& mirror() { return *mirror_; }
   // A fast non-cryptographic random value (split fallback, request ids, cookie ids).
   uint64_t random();
@@ -89,6 +93,7 @@ class Worker {
   static void onPosted(evutil_socket_t, short, void* ctx) noexcept;
   static void onDeferred(evutil_socket_t, short, void* ctx) noexcept;
   static void onDrainTimer(evutil_socket_t, short, void* ctx) noexcept;
+  static void onAccessLogTimer(evutil_socket_t, short, void* ctx) noexcept;
   void runPosted();
   void closeRemovedListeners(const config::Snapshot& next);
   void setSnapshot(config::SnapshotConstSharedPtr snapshot,
@@ -101,6 +106,7 @@ class Worker {
   EventPtr posted_event_;
   EventPtr deferred_event_;
   EventPtr drain_timer_;
+  EventPtr access_log_timer_;  // flushes a partial batch of access-log lines
   std::thread thread_;
 
   std::mutex posted_mutex_;  // guards posted_ (the only cross-thread state)
@@ -115,6 +121,7 @@ class Worker {
   // through the shared_ptrs held by their connections.
   std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools_;
   std::unique_ptr<Mirror> mirror_;
+  AccessLogBatch access_batch_{shared_.access_log};
   uint64_t rng_state_;
   bool draining_ = false;
   std::atomic<bool> finished_{false};
