@@ -131,6 +131,7 @@ std::string AdminServer::renderMetrics() const {
   sources.reloads_failure = server_.reloadCount(false);
   sources.client_connections = server_.shared().client_connections.load();
   sources.upstream_connections = server_.shared().upstream_connections.load();
+  sources.health = &server_.health();
   std::string out;
   renderPrometheus(out, sources);
   return out;
@@ -177,8 +178,12 @@ std::string AdminServer::renderStatus() const {
     p["balance"] = pool.balance == config::Balance::LeastConn ? "least_conn" : "round_robin";
     nlohmann::ordered_json servers = nlohmann::ordered_json::array();
     for (const config::SocketAddress& a : pool.servers) {
-      servers.push_back({{"address", a.text}, {"healthy", true}});
+      const ServerHealth* h = server_.health().find(name, a.text);
+      servers.push_back({{"address", a.text},
+                         {"healthy", h == nullptr || h->healthy()},
+                         {"active", h == nullptr ? 0 : h->totalActive()}});
     }
+    p["health_check"] = pool.health.has_value();
     p["servers"] = servers;
     pools.push_back(p);
   }

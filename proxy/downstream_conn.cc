@@ -299,8 +299,9 @@ void DownstreamConn::onRequestHead() {
   route_metrics_ = &worker_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
   decision_ = decide(*route_, req.headers, client_addr_, worker_.random(), worker_.random());
   variant_ = decision_.variant;
-  if (route_->pools[static_cast<size_t>(variant_)] == nullptr) {
-    if (route_->failover && route_->pools[static_cast<size_t>(*route_->failover)] != nullptr) {
+  if (!variantUsable(variant_)) {
+    // SPEC §4.5: the chosen variant has no healthy server.
+    if (route_->failover && *route_->failover != variant_ && variantUsable(*route_->failover)) {
       variant_ = *route_->failover;
       failed_over_ = true;
     } else {
@@ -320,6 +321,11 @@ void DownstreamConn::onRequestHead() {
       writeToClient("HTTP/1.1 100 Continue\r\n\r\n");
     }
   }
+}
+
+bool DownstreamConn::variantUsable(config::Variant v) {
+  UpstreamPool* pool = worker_.poolFor(route_->pools[static_cast<size_t>(v)]);
+  return pool != nullptr && pool->hasUsableServer();
 }
 
 bool DownstreamConn::connectUpstream(int exclude_server) {
@@ -546,6 +552,7 @@ void DownstreamConn::onResponseHead() {
   const RequestHead& req = request_decoder_.request();
   const bool http10 = req.http_major == 1 && req.http_minor == 0;
   upstream_text_ = upstream_->address().text;
+  upstream_->pool().reportResult(upstream_->serverIndex(), resp.status < 500);
   ResponseRewrite rw;
   rw.variant_header = snapshot_->server.variant_header;
   rw.variant = config::variantName(variant_);
@@ -669,6 +676,7 @@ void DownstreamConn::failUpstream(ErrorKind kind) {
   if (route_metrics_ != nullptr) {
     route_metrics_->slot(worker_.index(), variant_).recordUpstreamError(kind);
   }
+  if (upstream_) upstream_->pool().reportResult(upstream_->serverIndex(), false);
   // Only a failed connect is retried: nothing reached the server, so any method is safe.
   if (kind == ErrorKind::ConnectFailed) {
     error.retryable = true;
@@ -686,7 +694,7 @@ void DownstreamConn::fail(const ProxyError& error) {
       return;
     }
     if (!failed_over_ && route_->failover && *route_->failover != variant_ &&
-        route_->pools[static_cast<size_t>(*route_->failover)] != nullptr) {
+        variantUsable(*route_->failover)) {
       // Every try of the chosen variant failed to connect: its pool is unusable now.
       SY_LOG(Warn, "route %s: variant %s unreachable, failing over to %s",
              route_->name.c_str(), config::variantName(variant_),

@@ -91,6 +91,7 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   void onRequestBody(std::string_view data);
   void onRequestComplete();
   bool connectUpstream(int exclude_server);
+  bool variantUsable(config::Variant v);
   void writeUpstreamHead();
   RequestRewrite upstreamRewrite() const;
   void startShadow();

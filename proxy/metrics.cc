@@ -1,5 +1,7 @@
 #include "proxy/metrics.h"
 
+#include "proxy/health.h"
+
 #include <cstdio>
 #include <string_view>
 
@@ -293,7 +295,8 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
         appendLabel(out, name);
         out.append("\",server=\"");
         appendLabel(out, a.text);
-        out.append("\"} 1\n");
+        const ServerHealth* h = s.health != nullptr ? s.health->find(name, a.text) : nullptr;
+        out.append(h == nullptr || h->healthy() ? "\"} 1\n" : "\"} 0\n");
       }
     }
   }

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "config/snapshot.h"
@@ -21,9 +22,20 @@
 
 namespace sy::proxy {
 
+class HealthRegistry;
+
 // Adds to a counter that only the calling thread writes.
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+template <class T>
+inline void bump(std::atomic<T>& c, std::type_identity_t<T> n) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+template <class T>
+inline void unbump(std::atomic<T>& c) {
+  c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
 // Histogram upper bounds in seconds, 1 ms .. 10 s (Prometheus "le" labels).
@@ -122,6 +134,7 @@ struct MetricsSources {
   uint64_t reloads_failure = 0;
   uint64_t client_connections = 0;
   uint64_t upstream_connections = 0;
+  const HealthRegistry* health = nullptr;
 };
 
 // Appends the Prometheus text exposition (format 0.0.4) of every SPEC §7 metric.

@@ -250,7 +250,7 @@ Mirror::~Mirror() {
 
 DiffLog& Mirror::diffs() { return worker_.shared().diffs; }
 
-void Mirror::setSnapshot(const config::Snapshot& snapshot) {
+void Mirror::setSnapshot(const config::Snapshot& snapshot, const HealthTable& health) {
   std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools;
   for (const config::Route& r : snapshot.routes) {
     const config::Pool* cfg = r.pools[static_cast<size_t>(config::Variant::Shadow)];
@@ -259,7 +259,8 @@ void Mirror::setSnapshot(const config::Snapshot& snapshot) {
     for (auto& [old_cfg, old_pool] : pools_) {
       if (old_pool->name() == cfg->name && old_pool->sameServers(*cfg)) kept = old_pool;
     }
-    pools.emplace(cfg, kept ? std::move(kept) : UpstreamPool::create(worker_, *cfg));
+    pools.emplace(cfg, kept ? std::move(kept)
+                            : UpstreamPool::create(worker_, *cfg, health.at(cfg)));
   }
   pools_ = std::move(pools);
 }

@@ -26,6 +26,7 @@
 
 #include "config/snapshot.h"
 #include "proxy/deferred.h"
+#include "proxy/health.h"
 #include "proxy/http_codec.h"
 #include "proxy/metrics.h"
 #include "proxy/rewrite.h"
@@ -177,7 +178,7 @@ class Mirror {
   // otherwise (dropped and skipped copies are counted).
   ShadowRequest* start(const ShadowStart& start);
   // Shadow pools for a new snapshot; pools whose servers did not change carry over.
-  void setSnapshot(const config::Snapshot& snapshot);
+  void setSnapshot(const config::Snapshot& snapshot, const HealthTable& health);
 
   Worker& worker() { return worker_; }
   DiffLog& diffs();

@@ -47,7 +47,7 @@ int Server::run() {
   uint32_t workers = options_.workers_set ? options_.workers : snapshot_->server.workers;
   if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
   metrics_ = std::make_unique<MetricsRegistry>(workers);
-  std::shared_ptr<const RouteMetricsTable> table = metrics_->tableFor(*snapshot_);
+  health_ = std::make_unique<HealthRegistry>(workers);
 
   base_.reset(event_base_new());
   if (snapshot_->server.admin) {
@@ -66,7 +66,7 @@ int Server::run() {
   }
 
   for (uint32_t i = 0; i < workers; ++i) {
-    workers_.push_back(std::make_unique<Worker>(i, shared_, snapshot_, table));
+    workers_.push_back(std::make_unique<Worker>(i, shared_, publication()));
   }
   std::vector<std::vector<ListenSocket>> sockets;
   std::string error;
@@ -81,6 +81,8 @@ int Server::run() {
   }
   last_content_ = readFile(options_.config_path);
   updateWatcher();
+  checker_ = std::make_unique<HealthChecker>(base_.get(), *health_);
+  checker_->update(snapshot_);
   for (auto& w : workers_) w->start();
   std::string listen;
   for (const auto& a : snapshot_->server.listen) listen += (listen.empty() ? "" : " ") + a.text;
@@ -92,6 +94,7 @@ int Server::run() {
 
   for (auto& w : workers_) w->join();
   workers_.clear();
+  checker_.reset();
   shared_.access_log.flush();
   admin_.reset();
   if (!options_.pid_file.empty()) unlink(options_.pid_file.c_str());
@@ -121,10 +124,9 @@ bool Server::reload(std::string& error) {
   loaded_at_ = time(nullptr);
   ++reloads_ok_;
   shared_.access_log.setTarget(snapshot_->server.access_log);
-  std::shared_ptr<const RouteMetricsTable> table = metrics_->tableFor(*snapshot_);
-  for (size_t i = 0; i < workers_.size(); ++i) {
-    workers_[i]->publish(snapshot_, table, std::move(sockets[i]));
-  }
+  const Publication next = publication();
+  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(next, std::move(sockets[i]));
+  checker_->update(snapshot_);
   updateWatcher();
   SY_LOG(Info, "reloaded %s: generation %lu", options_.config_path.c_str(),
          static_cast<unsigned long>(generation_));
@@ -156,6 +158,10 @@ bool Server::openListeners(const config::Snapshot& next, const config::Snapshot*
     }
   }
   return true;
+}
+
+Publication Server::publication() {
+  return Publication{snapshot_, metrics_->tableFor(*snapshot_), health_->tableFor(*snapshot_)};
 }
 
 void Server::updateWatcher() {

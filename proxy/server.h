@@ -48,6 +48,7 @@ class Server {
   uint64_t reloadCount(bool success) const { return success ? reloads_ok_ : reloads_failed_; }
   const std::string& configPath() const { return options_.config_path; }
   const MetricsRegistry& metrics() const { return *metrics_; }
+  const HealthRegistry& health() const { return *health_; }
   SharedState& shared() { return shared_; }
   bool draining() const { return stopping_; }
 
@@ -56,6 +57,8 @@ class Server {
   static void onDrainCheck(evutil_socket_t, short, void* ctx) noexcept;
   void handleSignal(int sig);
   void shutdown();
+  // The Publication of the current snapshot (state objects made on this thread).
+  Publication publication();
   // Starts or stops the file watcher to match server.watch_config of the current snapshot.
   void updateWatcher();
   // The watcher saw a change: reload if the content differs from what was last read.
@@ -76,6 +79,8 @@ class Server {
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
   std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<HealthRegistry> health_;
+  std::unique_ptr<HealthChecker> checker_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<ConfigWatcher> watcher_;
   std::string last_content_;  // the config file as last read by a load or reload

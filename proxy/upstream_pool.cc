@@ -58,14 +58,21 @@ void UpstreamConn::eventCb(bufferevent*, short events, void* ctx) noexcept {
 
 // ---- UpstreamPool --------------------------------------------------------------------------
 
-std::shared_ptr<UpstreamPool> UpstreamPool::create(Worker& worker, const config::Pool& pool) {
-  return std::shared_ptr<UpstreamPool>(new UpstreamPool(worker, pool));
+std::shared_ptr<UpstreamPool> UpstreamPool::create(Worker& worker, const config::Pool& pool,
+                                                   const std::vector<ServerHealth*>& health) {
+  return std::shared_ptr<UpstreamPool>(new UpstreamPool(worker, pool, health));
 }
 
-UpstreamPool::UpstreamPool(Worker& worker, const config::Pool& pool)
+UpstreamPool::UpstreamPool(Worker& worker, const config::Pool& pool,
+                           const std::vector<ServerHealth*>& health)
     : worker_(worker), name_(pool.name), balance_(pool.balance) {
   servers_.reserve(pool.servers.size());
-  for (const config::SocketAddress& a : pool.servers) servers_.push_back(Server{a, 0, {}});
+  for (size_t i = 0; i < pool.servers.size(); ++i) {
+    Server s;
+    s.address = pool.servers[i];
+    s.health = i < health.size() ? health[i] : nullptr;
+    servers_.push_back(std::move(s));
+  }
   // Workers start their round-robin at different servers so that, with few requests, the
   // servers still see an even share.
   if (!servers_.empty()) rr_next_ = worker.index() % servers_.size();
@@ -83,31 +90,69 @@ bool UpstreamPool::sameServers(const config::Pool& pool) const {
   return true;
 }
 
+uint64_t UpstreamPool::nowMs() const {
+  timeval tv{};
+  event_base_gettimeofday_cached(worker_.base(), &tv);
+  return static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
+}
+
+bool UpstreamPool::usable(const Server& s, uint64_t now_ms) const {
+  return (s.health == nullptr || s.health->healthy()) && now_ms >= s.ejected_until_ms;
+}
+
+bool UpstreamPool::hasUsableServer() {
+  const uint64_t now = nowMs();
+  for (const Server& s : servers_) {
+    if (usable(s, now)) return true;
+  }
+  return false;
+}
+
+void UpstreamPool::reportResult(size_t server, bool ok) {
+  if (server >= servers_.size()) return;
+  Server& s = servers_[server];
+  if (ok) {
+    s.failures = 0;
+    return;
+  }
+  if (++s.failures < kPassiveFailures) return;
+  s.failures = 0;
+  s.ejected_until_ms = nowMs() + kEjectMs;
+  SY_LOG(Warn, "pool %s: server %s ejected for %u ms after %u consecutive failures (worker %zu)",
+         name_.c_str(), s.address.text.c_str(), kEjectMs, kPassiveFailures, worker_.index());
+}
+
 size_t UpstreamPool::pickServer(int exclude) {
   const size_t n = servers_.size();
-  auto allowed = [&](size_t i) { return n == 1 || static_cast<int>(i) != exclude; };
-  if (balance_ == config::Balance::LeastConn) {
-    // Fewest active connections on this worker; ties go round-robin so load still spreads.
-    size_t best = n;
-    for (size_t k = 0; k < n; ++k) {
-      size_t i = (rr_next_ + k) % n;
-      if (!allowed(i)) continue;
-      if (best == n || servers_[i].active < servers_[best].active) best = i;
+  const uint64_t now = nowMs();
+  // Round robin (or least connections) over the usable servers; `exclude` only when it is
+  // the one usable server left.
+  size_t best = n;
+  size_t fallback = n;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = (rr_next_ + k) % n;
+    if (!usable(servers_[i], now)) continue;
+    if (static_cast<int>(i) == exclude) {
+      fallback = i;
+      continue;
     }
-    rr_next_ = (best + 1) % n;
-    return best;
+    if (balance_ != config::Balance::LeastConn) {
+      best = i;
+      break;
+    }
+    if (best == n || servers_[i].active < servers_[best].active) best = i;
   }
-  size_t i = rr_next_ % n;
-  if (!allowed(i)) i = (i + 1) % n;
-  rr_next_ = (i + 1) % n;
-  return i;
+  if (best == n) best = fallback;
+  if (best != n) rr_next_ = (best + 1) % n;
+  return best;
 }
 
 std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connect_timeout_ms) {
-  if (servers_.empty()) return nullptr;
   const size_t i = pickServer(exclude);
+  if (i >= servers_.size()) return nullptr;
   Server& server = servers_[i];
   ++server.active;
+  if (server.health != nullptr) bump(server.health->active(worker_.index()), 1);
   if (!server.idle.empty()) {
     std::unique_ptr<UpstreamConn> conn = std::move(server.idle.back());
     server.idle.pop_back();
@@ -118,6 +163,7 @@ std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connec
   BufferEventPtr bev(bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE));
   if (!bev) {
     --server.active;
+    if (server.health != nullptr) unbump(server.health->active(worker_.index()));
     return nullptr;
   }
   // While connecting, the write timeout is the connect timeout (libevent applies it to the
@@ -135,7 +181,10 @@ std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connec
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConn> conn, bool reusable) {
   Server& server = servers_[conn->server_];
-  if (server.active > 0) --server.active;
+  if (server.active > 0) {
+    --server.active;
+    if (server.health != nullptr) unbump(server.health->active(worker_.index()));
+  }
   conn->attach(nullptr);
   if (!reusable || worker_.draining()) {
     worker_.deferDelete(std::move(conn));

@@ -13,6 +13,7 @@
 
 #include "config/snapshot.h"
 #include "proxy/deferred.h"
+#include "proxy/health.h"
 #include "proxy/libevent_ptr.h"
 
 namespace sy::proxy {
@@ -71,20 +72,31 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   // servers (nginx 75 s, Apache 5 s is the exception) so we usually close first.
   static constexpr uint32_t kIdleTimeoutMs = 30000;
 
-  static std::shared_ptr<UpstreamPool> create(Worker& worker, const config::Pool& pool);
+  // Passive ejection: this many consecutive failures (connect failures, resets, timeouts,
+  // 5xx answers) take a server out of this worker's rotation for kEjectMs.
+  static constexpr uint32_t kPassiveFailures = 5;
+  static constexpr uint32_t kEjectMs = 10000;
+
+  // `health` is parallel to pool.servers.
+  static std::shared_ptr<UpstreamPool> create(Worker& worker, const config::Pool& pool,
+                                              const std::vector<ServerHealth*>& health);
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  // A connection to a server of the pool: an idle keep-alive one when there is one, else a
-  // new connect (in progress; its Owner sees BEV_EVENT_CONNECTED or an error). `exclude` is a
-  // server index to avoid (the one whose connect just failed) when others exist; -1 for none.
-  // Null only when the connect could not even be started.
+  // A connection to a usable server of the pool: an idle keep-alive one when there is one,
+  // else a new connect (in progress; its Owner sees BEV_EVENT_CONNECTED or an error).
+  // `exclude` is a server index to avoid (the one whose connect just failed) when others
+  // exist; -1 for none. Null when no server is usable or the connect could not even start.
   std::unique_ptr<UpstreamConn> acquire(int exclude, uint32_t connect_timeout_ms);
 
   // Takes a connection back after a request: kept idle if `reusable`, else closed.
   void release(std::unique_ptr<UpstreamConn> conn, bool reusable);
 
   size_t serverCount() const { return servers_.size(); }
+  // Whether some server is healthy (active checks) and not ejected (passive).
+  bool hasUsableServer();
+  // Passive health: the outcome of one exchange with `server`.
+  void reportResult(size_t server, bool ok);
   const config::SocketAddress& address(size_t server) const { return servers_[server].address; }
   const std::string& name() const { return name_; }
   Worker& worker() const { return worker_; }
@@ -94,11 +106,17 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
  private:
   struct Server {
     config::SocketAddress address;
-    uint32_t active = 0;  // connections of this worker currently serving a request
+    ServerHealth* health = nullptr;  // shared verdict of the active checks
+    uint32_t active = 0;             // connections of this worker currently serving a request
+    uint32_t failures = 0;           // consecutive, for passive ejection
+    uint64_t ejected_until_ms = 0;
     std::vector<std::unique_ptr<UpstreamConn>> idle;
   };
 
-  UpstreamPool(Worker& worker, const config::Pool& pool);
+  UpstreamPool(Worker& worker, const config::Pool& pool, const std::vector<ServerHealth*>& health);
+  bool usable(const Server& s, uint64_t now_ms) const;
+  uint64_t nowMs() const;
+  // A usable server other than `exclude` if there is one; servers_.size() when none is usable.
   size_t pickServer(int exclude);
   void onIdleEvent(UpstreamConn& conn);
   friend class UpstreamConn;

@@ -9,8 +9,7 @@
 
 namespace sy::proxy {
 
-Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot,
-               std::shared_ptr<const RouteMetricsTable> metrics)
+Worker::Worker(size_t index, SharedState& shared, Publication first)
     : index_(index), shared_(shared), base_(event_base_new()) {
   posted_event_.reset(event_new(base_.get(), -1, 0, &Worker::onPosted, this));
   deferred_event_.reset(event_new(base_.get(), -1, 0, &Worker::onDeferred, this));
@@ -20,7 +19,7 @@ Worker::Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr
   if (getrandom(&rng_state_, sizeof(rng_state_), 0) != sizeof(rng_state_)) {
     rng_state_ = reinterpret_cast<uintptr_t>(this) ^ static_cast<uint64_t>(time(nullptr));
   }
-  setSnapshot(std::move(snapshot), std::move(metrics));
+  setSnapshot(std::move(first));
 }
 
 Worker::~Worker() {
@@ -73,18 +72,15 @@ void Worker::runPosted() {
   for (auto& t : tasks) t();
 }
 
-void Worker::publish(config::SnapshotConstSharedPtr snapshot,
-                     std::shared_ptr<const RouteMetricsTable> metrics,
-                     std::vector<ListenSocket> new_listeners) {
-  post([this, snapshot = std::move(snapshot), metrics = std::move(metrics),
-        sockets = std::move(new_listeners)]() mutable {
-    closeRemovedListeners(*snapshot);
+void Worker::publish(Publication next, std::vector<ListenSocket> new_listeners) {
+  post([this, next = std::move(next), sockets = std::move(new_listeners)]() mutable {
+    closeRemovedListeners(*next.snapshot);
     if (!draining_) {
       addListeners(std::move(sockets));
     } else {
       for (ListenSocket& s : sockets) evutil_closesocket(s.fd);
     }
-    setSnapshot(std::move(snapshot), std::move(metrics));
+    setSnapshot(std::move(next));
   });
 }
 
@@ -107,11 +103,11 @@ void Worker::closeRemovedListeners(const config::Snapshot& next) {
   }
 }
 
-void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot,
-                         std::shared_ptr<const RouteMetricsTable> metrics) {
+void Worker::setSnapshot(Publication next) {
   // Pools whose servers did not change carry over, idle connections included.
   std::unordered_map<const config::Pool*, std::shared_ptr<UpstreamPool>> pools;
-  for (const auto& [name, pool] : snapshot->pools) {
+  for (const auto& [name, pool] : next.snapshot->pools) {
+    const std::vector<ServerHealth*>& health = next.health->at(&pool);
     std::shared_ptr<UpstreamPool> kept;
     for (auto& [old_cfg, old_pool] : pools_) {
       if (old_pool->name() == name && old_pool->sameServers(pool)) {
@@ -119,12 +115,13 @@ void Worker::setSnapshot(config::SnapshotConstSharedPtr snapshot,
         break;
       }
     }
-    pools.emplace(&pool, kept ? std::move(kept) : UpstreamPool::create(*this, pool));
+    pools.emplace(&pool, kept ? std::move(kept) : UpstreamPool::create(*this, pool, health));
   }
   pools_ = std::move(pools);
-  mirror_->setSnapshot(*snapshot);
-  snapshot_ = std::move(snapshot);
-  route_metrics_ = std::move(metrics);
+  mirror_->setSnapshot(*next.snapshot, *next.health);
+  snapshot_ = std::move(next.snapshot);
+  route_metrics_ = std::move(next.metrics);
+  health_ = std::move(next.health);
 }
 
 UpstreamPool* Worker::poolFor(const config::Pool* pool) {

@@ -16,6 +16,7 @@
 #include "config/snapshot.h"
 #include "proxy/deferred.h"
 #include "proxy/access_log.h"
+#include "proxy/health.h"
 #include "proxy/libevent_ptr.h"
 #include "proxy/metrics.h"
 #include "proxy/mirror.h"
@@ -35,11 +36,18 @@ struct SharedState {
   AccessLog access_log;
 };
 
+// What the main thread hands every worker for one config generation: the snapshot and the
+// per-route / per-server state objects that belong to it (created on the main thread).
+struct Publication {
+  config::SnapshotConstSharedPtr snapshot;
+  std::shared_ptr<const RouteMetricsTable> metrics;
+  std::shared_ptr<const HealthTable> health;
+};
+
 class Worker {
  public:
   // Thread: main. `snapshot` is the one to start with.
-  Worker(size_t index, SharedState& shared, config::SnapshotConstSharedPtr snapshot,
-         std::shared_ptr<const RouteMetricsTable> metrics);
+  Worker(size_t index, SharedState& shared, Publication first);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -56,9 +64,7 @@ class Worker {
   // Thread: any. Requests from now on use `snapshot`; requests in flight keep theirs.
   // `new_listeners` are sockets for addresses the snapshot adds; listeners for addresses it
   // no longer has are closed, and their connections close once idle.
-  void publish(config::SnapshotConstSharedPtr snapshot,
-               std::shared_ptr<const RouteMetricsTable> metrics,
-               std::vector<ListenSocket> new_listeners);
+  void publish(Publication next, std::vector<ListenSocket> new_listeners);
   // Thread: any. Stop accepting; exit the loop once every connection is gone or after
   // `timeout_ms`, closing idle keep-alive connections at once.
   void drain(uint32_t timeout_ms);
@@ -96,8 +102,7 @@ class Worker {
   static void onAccessLogTimer(evutil_socket_t, short, void* ctx) noexcept;
   void runPosted();
   void closeRemovedListeners(const config::Snapshot& next);
-  void setSnapshot(config::SnapshotConstSharedPtr snapshot,
-                   std::shared_ptr<const RouteMetricsTable> metrics);
+  void setSnapshot(Publication next);
   void maybeFinishDrain();
 
   size_t index_;
@@ -114,6 +119,7 @@ class Worker {
 
   config::SnapshotConstSharedPtr snapshot_;
   std::shared_ptr<const RouteMetricsTable> route_metrics_;  // parallel to snapshot_->routes
+  std::shared_ptr<const HealthTable> health_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<DownstreamConn*, std::unique_ptr<DownstreamConn>> connections_;
   std::vector<std::unique_ptr<Deferrable>> deferred_;
