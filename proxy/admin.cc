@@ -3,6 +3,7 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 
+#include <array>
 #include <ctime>
 #include <string_view>
 
@@ -154,19 +155,25 @@ std::string AdminServer::renderStatus() const {
       weights[config::kVariantNames[v]] = r.weights[v];
     }
     const RouteMetrics* m = server_.metrics().find(r.name);
+    std::array<uint64_t, config::kWeightedVariants> counts{};
+    uint64_t total = 0;
     for (size_t v = 0; v < config::kVariants; ++v) {
       if (r.pools[v] != nullptr) upstreams[config::kVariantNames[v]] = r.pools[v]->name;
-      if (v < config::kWeightedVariants) {
-        uint64_t n = 0;
-        if (m != nullptr) {
-          for (uint64_t c : m->totals(static_cast<config::Variant>(v)).responses) n += c;
-        }
-        served[config::kVariantNames[v]] = n;
+      if (v < config::kWeightedVariants && m != nullptr) {
+        for (uint64_t c : m->totals(static_cast<config::Variant>(v)).responses) counts[v] += c;
+        total += counts[v];
       }
+    }
+    nlohmann::ordered_json share;
+    for (size_t v = 0; v < config::kWeightedVariants; ++v) {
+      served[config::kVariantNames[v]] = counts[v];
+      share[config::kVariantNames[v]] =
+          total == 0 ? 0.0 : static_cast<double>(counts[v]) / static_cast<double>(total);
     }
     route["weights"] = weights;
     route["upstreams"] = upstreams;
-    route["served"] = served;
+    route["served"] = served;  // requests answered per variant since start
+    route["share"] = share;    // the same as fractions of the route's total
     if (r.shadow) route["shadow_percent"] = r.shadow->percent;
     routes.push_back(route);
   }

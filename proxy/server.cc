@@ -1,9 +1,12 @@
 #include "proxy/server.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -20,6 +23,23 @@ namespace {
 std::string readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// "One per CPU core" counts the cores this process may use: its affinity mask, and in a
+// container its cgroup v2 CPU quota (a pod limited to 2 CPUs on a 64-core node gets 2).
+uint32_t usableCpus() {
+  cpu_set_t set;
+  uint32_t cpus = std::max(1u, std::thread::hardware_concurrency());
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+  std::ifstream max("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  uint64_t period = 0;
+  if (max >> quota >> period && quota != "max" && period > 0) {
+    const uint64_t q = std::strtoull(quota.c_str(), nullptr, 10);
+    const uint32_t limit = static_cast<uint32_t>(std::max<uint64_t>(1, (q + period - 1) / period));
+    cpus = std::min(cpus, limit);
+  }
+  return cpus;
 }
 
 }  // namespace
@@ -45,7 +65,7 @@ int Server::run() {
   loaded_at_ = time(nullptr);
 
   uint32_t workers = options_.workers_set ? options_.workers : snapshot_->server.workers;
-  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
+  if (workers == 0) workers = usableCpus();
   metrics_ = std::make_unique<MetricsRegistry>(workers);
   health_ = std::make_unique<HealthRegistry>(workers);
 
