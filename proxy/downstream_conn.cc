@@ -532,6 +532,10 @@ void DownstreamConn::processUpstreamInput() {
           interim_response_ = false;  // the final response follows
           break;
         }
+        if (upgraded_) {
+          startTunnel();  // what follows in the input is the tunnelled protocol
+          return;
+        }
         onResponseComplete();
         return;
       case MessageDecoder::Event::Error:
@@ -569,7 +573,7 @@ void DownstreamConn::onResponseHead() {
     appendDownstreamResponseHead(head_buf_, resp, rw);
     writeToClient(head_buf_);
     response_started_ = true;
-    startTunnel();
+    upgraded_ = true;  // the tunnel starts once the decoder has consumed the whole head
     return;
   }
   if (request_decoder_.upgrade()) keep_alive_ = false;  // refused upgrade: do not resync
@@ -807,6 +811,7 @@ void DownstreamConn::finishExchange() {
   request_done_ = false;
   response_started_ = false;
   interim_response_ = false;
+  upgraded_ = false;
   if (close_when_idle_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
     closeNow();
     return;

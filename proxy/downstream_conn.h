@@ -165,6 +165,7 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   bool response_started_ = false; // the response head was written to the client
   bool response_chunked_ = false; // the body goes to the client chunked
   bool interim_response_ = false; // a 1xx (not 101) is being skipped
+  bool upgraded_ = false;         // a 101 head went to the client; the tunnel follows
   bool upstream_paused_ = false;  // upstream reading stopped: the client is slow
   bool client_paused_ = false;    // client reading stopped: the upstream is slow
 };

@@ -184,3 +184,18 @@ TEST_CASE("upgrade request leaves the tunnelled bytes unconsumed") {
   total += consumed;
   CHECK(req.substr(total) == "RAW");
 }
+
+TEST_CASE("a 101 response ends after its head; the tunnelled bytes stay unconsumed") {
+  Collect sink;
+  MessageDecoder d(MessageDecoder::Kind::Response, sink);
+  std::string resp =
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nWS";
+  size_t consumed = 0;
+  CHECK(d.decode(resp.data(), resp.size(), consumed) == Event::HeadComplete);
+  size_t total = consumed;
+  // The head is complete only with its final LF; the caller must decode once more before it
+  // treats the rest as tunnel data (a regression: the LF leaked into the tunnel).
+  CHECK(d.decode(resp.data() + total, resp.size() - total, consumed) == Event::MessageComplete);
+  total += consumed;
+  CHECK(resp.substr(total) == "WS");
+}
