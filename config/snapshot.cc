@@ -1,5 +1,7 @@
 #include "config/snapshot.h"
 
+#include "config/tls_context.h"
+
 #include <netdb.h>
 
 #include <algorithm>
@@ -126,6 +128,16 @@ class Compiler {
     for (const RawCertificate& cert : listener.sni) {
       compiled.sni.push_back(compileCertificate(cert));
     }
+    // Certificates are read at every (re)load: a bad one fails the load, naming the file.
+    if (errors_.empty() && listener.tls.ok) {
+      size_t failed = 0;
+      if (auto error = buildServerTls(compiled.default_cert, compiled.sni, compiled.tls, &failed)) {
+        const Field<std::string>& where =
+            failed < listener.sni.size() ? listener.sni[failed].cert : listener.tls.value.cert;
+        errors_.push_back(errorAt(raw_.file, where.origin, *error));
+        return;
+      }
+    }
     for (SocketAddress& address : resolve(listener.address)) {
       compiled.address = std::move(address);
       out.push_back(compiled);
@@ -140,6 +152,11 @@ class Compiler {
     assign(out.tls_verify, pool.tls_verify);
     if (pool.ca_file.ok) out.ca_file = resolveFilePath(raw_.file, pool.ca_file.value);
     assign(out.sni, pool.sni);
+    if (out.tls && errors_.empty()) {
+      if (auto error = buildClientTls(out.tls_verify, out.ca_file, out.tls_ctx)) {
+        errors_.push_back(errorAt(raw_.file, pool.tls.origin, *error));
+      }
+    }
     if (pool.health.ok) {
       const RawHealth& health = pool.health.value;
       HealthCheck& check = out.health.emplace();

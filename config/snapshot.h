@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include <openssl/ssl.h>
 #include <re2/re2.h>
 
 namespace sy::config {
@@ -70,10 +71,13 @@ struct TlsCertificate {
   std::string key_file;
 };
 
+class ServerTls;
+
 struct TlsListener {
   SocketAddress address;
   TlsCertificate default_cert;
   std::vector<TlsCertificate> sni;
+  std::shared_ptr<const ServerTls> tls;  // compiled contexts (config/tls_context.h)
 };
 
 struct HealthCheck {
@@ -95,6 +99,7 @@ struct Pool {
   std::string ca_file;
   std::string sni;
   std::optional<HealthCheck> health;
+  std::shared_ptr<SSL_CTX> tls_ctx;  // with tls: the client context (config/tls_context.h)
 };
 
 struct KeySource {

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proxy/dashboard.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
@@ -106,6 +107,10 @@ void AdminServer::handle(evhttp_request* req) {
     } else {
       reply(req, 400, "text/plain; charset=utf-8", error);
     }
+    return;
+  }
+  if ((path == "/" || path == "/dashboard") && get) {
+    reply(req, 200, "text/html; charset=utf-8", std::string(kDashboardHtml));
     return;
   }
   reply(req, 404, "text/plain; charset=utf-8", "not found\n");

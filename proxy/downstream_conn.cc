@@ -7,6 +7,9 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include <event2/bufferevent_ssl.h>
+
+#include "config/tls_context.h"
 #include "proxy/log.h"
 #include "proxy/rewrite.h"
 #include "proxy/router.h"
@@ -63,9 +66,23 @@ uint64_t nowUs() {
 
 std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_socket_t fd,
                                                        const sockaddr* peer,
-                                                       const std::string& listener_address) {
-  // The bufferevent owns the fd from here (BEV_OPT_CLOSE_ON_FREE).
-  BufferEventPtr bev(bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE));
+                                                       const std::string& listener_address,
+                                                       const config::ServerTls* tls) {
+  BufferEventPtr bev;
+  if (tls != nullptr) {
+    config::SslPtr ssl(SSL_new(tls->defaultContext()));
+    if (ssl) {
+      // The bufferevent owns the SSL and the fd from here (BEV_OPT_CLOSE_ON_FREE).
+      bev.reset(bufferevent_openssl_socket_new(worker.base(), fd, ssl.get(),
+                                               BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
+      if (bev) ssl.release();
+    }
+    // Most clients close without a close_notify; that is the end of the stream, not an error.
+    if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+  } else {
+    // The bufferevent owns the fd from here (BEV_OPT_CLOSE_ON_FREE).
+    bev.reset(bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE));
+  }
   if (!bev) {
     evutil_closesocket(fd);
     return nullptr;
@@ -75,6 +92,11 @@ std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_so
   std::unique_ptr<DownstreamConn> conn(new DownstreamConn(worker, std::move(bev), peer));
   if (!conn->timer_) return nullptr;
   conn->listener_address_ = listener_address;
+  if (tls != nullptr) {
+    conn->tls_ = true;
+    // The SNI callback reads the snapshot's ServerTls: keep it alive as long as this connection.
+    conn->tls_snapshot_ = worker.snapshot();
+  }
   return conn;
 }
 
@@ -150,6 +172,7 @@ void DownstreamConn::onClientWrite() {
 }
 
 void DownstreamConn::onClientEvent(short events) {
+  if (events & BEV_EVENT_CONNECTED) return;  // TLS: the handshake is done
   if (events & BEV_EVENT_TIMEOUT) {
     // A read timeout while the request is complete only means the upstream is slow; that has
     // its own timeout. Keep listening for the client's EOF.
@@ -368,6 +391,7 @@ bool DownstreamConn::connectUpstream(int exclude_server) {
 RequestRewrite DownstreamConn::upstreamRewrite() const {
   RequestRewrite rw;
   rw.client_ip = client_ip_;
+  rw.proto = tls_ ? "https" : "http";
   rw.variant_header = snapshot_->server.variant_header;
   rw.variant = config::variantName(variant_);
   rw.request_id = request_id_;
@@ -473,8 +497,7 @@ void DownstreamConn::onUpstreamEvent(short events) {
   }
   if (!upstream_->connected()) {
     SY_LOG(Warn, "upstream %s: connect failed (%s)", upstream_->address().text.c_str(),
-           (events & BEV_EVENT_TIMEOUT) ? "timeout"
-                                        : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+           upstream_->describeFailure(events).c_str());
     failUpstream(ErrorKind::ConnectFailed);
     return;
   }

@@ -36,9 +36,11 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
 
   // Takes `fd` (accepted, non-blocking). Null if the bufferevent could not be made (the fd is
   // closed then).
+  // With `tls`, the connection starts with a TLS handshake (server side).
   static std::unique_ptr<DownstreamConn> create(Worker& worker, evutil_socket_t fd,
                                                 const sockaddr* peer,
-                                                const std::string& listener_address);
+                                                const std::string& listener_address,
+                                                const config::ServerTls* tls);
   ~DownstreamConn() override;
   DownstreamConn(const DownstreamConn&) = delete;
   DownstreamConn& operator=(const DownstreamConn&) = delete;
@@ -131,6 +133,8 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   MessageDecoder request_decoder_{MessageDecoder::Kind::Request, request_body_};
   MessageDecoder response_decoder_{MessageDecoder::Kind::Response, response_body_};
   std::string listener_address_;
+  bool tls_ = false;
+  config::SnapshotConstSharedPtr tls_snapshot_;  // TLS: owns the ServerTls the SNI callback uses
   std::string client_ip_;
   ClientIp client_addr_;
   State state_ = State::ReadingHead;

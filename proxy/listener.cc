@@ -12,7 +12,21 @@
 
 namespace sy::proxy {
 
-bool openListenSocket(const config::SocketAddress& address, ListenSocket& out,
+std::vector<ListenAddress> listenAddresses(const config::Snapshot& snapshot) {
+  std::vector<ListenAddress> out;
+  for (const config::SocketAddress& a : snapshot.server.listen) out.push_back({&a, false});
+  for (const config::TlsListener& l : snapshot.tls_listeners) out.push_back({&l.address, true});
+  return out;
+}
+
+bool listensOn(const config::Snapshot& snapshot, const std::string& address, bool tls) {
+  for (const ListenAddress& a : listenAddresses(snapshot)) {
+    if (a.address->text == address && a.tls == tls) return true;
+  }
+  return false;
+}
+
+bool openListenSocket(const config::SocketAddress& address, bool tls, ListenSocket& out,
                       std::string& error) {
   const sockaddr* sa = reinterpret_cast<const sockaddr*>(&address.addr);
   int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -29,12 +43,13 @@ bool openListenSocket(const config::SocketAddress& address, ListenSocket& out,
     return false;
   }
   out.address = address.text;
+  out.tls = tls;
   out.fd = fd;
   return true;
 }
 
 std::unique_ptr<Listener> Listener::create(Worker& worker, ListenSocket socket) {
-  std::unique_ptr<Listener> l(new Listener(worker, socket.address));
+  std::unique_ptr<Listener> l(new Listener(worker, socket.address, socket.tls));
   // The evconnlistener owns the fd from here (LEV_OPT_CLOSE_ON_FREE).
   l->listener_.reset(evconnlistener_new(worker.base(), &Listener::acceptCb, l.get(),
                                         LEV_OPT_CLOSE_ON_FREE, -1, socket.fd));
@@ -63,7 +78,18 @@ void Listener::onAccept(evutil_socket_t fd, const sockaddr* addr) {
     return;
   }
   evutil_make_socket_nonblocking(fd);
-  std::unique_ptr<DownstreamConn> conn = DownstreamConn::create(worker_, fd, addr, address_);
+  const config::ServerTls* tls = nullptr;
+  if (tls_) {
+    // The certificates of the current snapshot: a reload changes them for new handshakes.
+    for (const config::TlsListener& l : worker_.snapshot()->tls_listeners) {
+      if (l.address.text == address_) tls = l.tls.get();
+    }
+    if (tls == nullptr) {
+      evutil_closesocket(fd);
+      return;
+    }
+  }
+  std::unique_ptr<DownstreamConn> conn = DownstreamConn::create(worker_, fd, addr, address_, tls);
   if (conn) worker_.adopt(std::move(conn));
 }
 

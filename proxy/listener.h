@@ -20,13 +20,23 @@ class Worker;
 // A bound, listening, non-blocking socket not yet owned by a Listener.
 struct ListenSocket {
   std::string address;  // as configured ("host:port")
+  bool tls = false;
   evutil_socket_t fd = -1;
 };
+
+// Every address a snapshot listens on: server.listen (plain) and [[listener]] (TLS).
+struct ListenAddress {
+  const config::SocketAddress* address;
+  bool tls;
+};
+std::vector<ListenAddress> listenAddresses(const config::Snapshot& snapshot);
+bool listensOn(const config::Snapshot& snapshot, const std::string& address, bool tls);
 
 // Binds and listens on `address` with SO_REUSEADDR and SO_REUSEPORT. Returns false with `error`
 // set ("cannot listen on ADDR: reason") on failure. Opening on the main thread lets a reload
 // fail cleanly, before anything is published, when a new address cannot be bound.
-bool openListenSocket(const config::SocketAddress& address, ListenSocket& out, std::string& error);
+bool openListenSocket(const config::SocketAddress& address, bool tls, ListenSocket& out,
+                      std::string& error);
 
 class Listener {
  public:
@@ -37,15 +47,18 @@ class Listener {
 
   void disable();
   const std::string& address() const { return address_; }
+  bool tls() const { return tls_; }
 
  private:
-  Listener(Worker& worker, std::string address) : worker_(worker), address_(std::move(address)) {}
+  Listener(Worker& worker, std::string address, bool tls)
+      : worker_(worker), address_(std::move(address)), tls_(tls) {}
   static void acceptCb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len,
                        void* ctx) noexcept;
   void onAccept(evutil_socket_t fd, const sockaddr* addr);
 
   Worker& worker_;
   std::string address_;
+  bool tls_;
   ListenerPtr listener_;
 };
 

@@ -257,7 +257,10 @@ void Mirror::setSnapshot(const config::Snapshot& snapshot, const HealthTable& he
     if (cfg == nullptr || pools.count(cfg)) continue;
     std::shared_ptr<UpstreamPool> kept;
     for (auto& [old_cfg, old_pool] : pools_) {
-      if (old_pool->name() == cfg->name && old_pool->sameServers(*cfg)) kept = old_pool;
+      if (old_pool->name() == cfg->name && old_pool->sameServers(*cfg)) {
+        kept = old_pool;
+        kept->updateTls(*cfg);
+      }
     }
     pools.emplace(cfg, kept ? std::move(kept)
                             : UpstreamPool::create(worker_, *cfg, health.at(cfg)));

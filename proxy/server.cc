@@ -105,7 +105,9 @@ int Server::run() {
   checker_->update(snapshot_);
   for (auto& w : workers_) w->start();
   std::string listen;
-  for (const auto& a : snapshot_->server.listen) listen += (listen.empty() ? "" : " ") + a.text;
+  for (const ListenAddress& a : listenAddresses(*snapshot_)) {
+    listen += (listen.empty() ? "" : " ") + std::string(a.tls ? "https://" : "") + a.address->text;
+  }
   SY_LOG(Info, "switchyard %s serving on %s with %u workers (config %s, generation %lu)",
          SWITCHYARD_VERSION, listen.c_str(), workers, options_.config_path.c_str(),
          static_cast<unsigned long>(generation_));
@@ -156,17 +158,11 @@ bool Server::reload(std::string& error) {
 bool Server::openListeners(const config::Snapshot& next, const config::Snapshot* current,
                            std::vector<std::vector<ListenSocket>>& out, std::string& error) {
   out.assign(workers_.size(), {});
-  for (const config::SocketAddress& a : next.server.listen) {
-    bool existing = false;
-    if (current != nullptr) {
-      for (const config::SocketAddress& c : current->server.listen) {
-        existing = existing || c.text == a.text;
-      }
-    }
-    if (existing) continue;
+  for (const ListenAddress& a : listenAddresses(next)) {
+    if (current != nullptr && listensOn(*current, a.address->text, a.tls)) continue;
     for (size_t i = 0; i < workers_.size(); ++i) {
       ListenSocket socket;
-      if (!openListenSocket(a, socket, error)) {
+      if (!openListenSocket(*a.address, a.tls, socket, error)) {
         error += "\n";
         for (auto& list : out) {
           for (ListenSocket& s : list) evutil_closesocket(s.fd);

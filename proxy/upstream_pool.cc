@@ -1,8 +1,14 @@
 #include "proxy/upstream_pool.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstring>
 
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+
+#include "config/openssl_ptr.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -20,8 +26,9 @@ timeval toTimeval(uint32_t ms) {
 
 // ---- UpstreamConn --------------------------------------------------------------------------
 
-UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev)
-    : pool_(std::move(pool)), server_(server), bev_(std::move(bev)) {
+UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev,
+                           bool tls)
+    : pool_(std::move(pool)), server_(server), bev_(std::move(bev)), tls_(tls) {
   bufferevent_setcb(bev_.get(), &readCb, &writeCb, &eventCb, this);
   pool_->worker().shared().upstream_connections.fetch_add(1, std::memory_order_relaxed);
 }
@@ -32,6 +39,30 @@ UpstreamConn::~UpstreamConn() {
 }
 
 const config::SocketAddress& UpstreamConn::address() const { return pool_->address(server_); }
+
+std::string UpstreamConn::describeFailure(short events) const {
+  if (tls_) {
+    std::string reasons;
+    while (unsigned long e = bufferevent_get_openssl_error(bev_.get())) {
+      if (ERR_GET_LIB(e) == 0) continue;  // libevent also queues plain errno values here
+      char buf[256];
+      ERR_error_string_n(e, buf, sizeof(buf));
+      if (!reasons.empty()) reasons += "; ";
+      reasons += buf;
+    }
+    if (SSL* ssl = bufferevent_openssl_get_ssl(bev_.get())) {
+      const long verify = SSL_get_verify_result(ssl);
+      if (verify != X509_V_OK) {
+        reasons += std::string(reasons.empty() ? "" : " ") + "(" +
+                   X509_verify_cert_error_string(verify) + ")";
+      }
+    }
+    if (!reasons.empty()) return "TLS: " + reasons;
+  }
+  if (events & BEV_EVENT_TIMEOUT) return "timeout";
+  const int err = EVUTIL_SOCKET_ERROR();
+  return err != 0 ? evutil_socket_error_to_string(err) : "connection closed";
+}
 
 void UpstreamConn::readCb(bufferevent*, void* ctx) noexcept {
   auto* c = static_cast<UpstreamConn*>(ctx);
@@ -65,7 +96,13 @@ std::shared_ptr<UpstreamPool> UpstreamPool::create(Worker& worker, const config:
 
 UpstreamPool::UpstreamPool(Worker& worker, const config::Pool& pool,
                            const std::vector<ServerHealth*>& health)
-    : worker_(worker), name_(pool.name), balance_(pool.balance) {
+    : worker_(worker),
+      name_(pool.name),
+      balance_(pool.balance),
+      tls_ctx_(pool.tls ? pool.tls_ctx : nullptr),
+      tls_verify_(pool.tls_verify),
+      ca_file_(pool.ca_file),
+      sni_(pool.sni) {
   servers_.reserve(pool.servers.size());
   for (size_t i = 0; i < pool.servers.size(); ++i) {
     Server s;
@@ -80,6 +117,10 @@ UpstreamPool::UpstreamPool(Worker& worker, const config::Pool& pool,
 
 bool UpstreamPool::sameServers(const config::Pool& pool) const {
   if (pool.servers.size() != servers_.size() || pool.balance != balance_) return false;
+  if (pool.tls != (tls_ctx_ != nullptr) || pool.tls_verify != tls_verify_ ||
+      pool.ca_file != ca_file_ || pool.sni != sni_) {
+    return false;
+  }
   for (size_t i = 0; i < servers_.size(); ++i) {
     if (pool.servers[i].text != servers_[i].address.text ||
         pool.servers[i].len != servers_[i].address.len ||
@@ -122,6 +163,36 @@ void UpstreamPool::reportResult(size_t server, bool ok) {
          name_.c_str(), s.address.text.c_str(), kEjectMs, kPassiveFailures, worker_.index());
 }
 
+BufferEventPtr UpstreamPool::newTlsBufferEvent(const config::SocketAddress& address) {
+  config::SslPtr ssl(SSL_new(tls_ctx_.get()));
+  if (!ssl) return nullptr;
+  // The name to send as SNI and to verify: `sni`, else the host part of "host:port".
+  std::string name = sni_;
+  if (name.empty()) {
+    name = address.text.substr(0, address.text.rfind(':'));
+    if (name.size() >= 2 && name.front() == '[') name = name.substr(1, name.size() - 2);
+  }
+  in6_addr ignored6;
+  in_addr ignored4;
+  const bool ip_literal = inet_pton(AF_INET, name.c_str(), &ignored4) == 1 ||
+                          inet_pton(AF_INET6, name.c_str(), &ignored6) == 1;
+  if (ip_literal) {
+    // RFC 6066: no SNI for addresses; verify the certificate's IP SAN instead.
+    if (tls_verify_) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), name.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl.get(), name.c_str());
+    if (tls_verify_) SSL_set1_host(ssl.get(), name.c_str());
+  }
+  // The bufferevent owns the SSL from here (BEV_OPT_CLOSE_ON_FREE).
+  BufferEventPtr bev(bufferevent_openssl_socket_new(worker_.base(), -1, ssl.get(),
+                                                    BUFFEREVENT_SSL_CONNECTING,
+                                                    BEV_OPT_CLOSE_ON_FREE));
+  if (!bev) return nullptr;
+  ssl.release();
+  bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+  return bev;
+}
+
 size_t UpstreamPool::pickServer(int exclude) {
   const size_t n = servers_.size();
   const uint64_t now = nowMs();
@@ -160,7 +231,9 @@ std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connec
     bufferevent_set_timeouts(conn->bev(), nullptr, nullptr);
     return conn;
   }
-  BufferEventPtr bev(bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE));
+  BufferEventPtr bev = tls_ctx_ ? newTlsBufferEvent(server.address)
+                               : BufferEventPtr(bufferevent_socket_new(worker_.base(), -1,
+                                                                       BEV_OPT_CLOSE_ON_FREE));
   if (!bev) {
     --server.active;
     if (server.health != nullptr) unbump(server.health->active(worker_.index()));
@@ -170,7 +243,8 @@ std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connec
   // pending connect).
   timeval tv = toTimeval(connect_timeout_ms);
   bufferevent_set_timeouts(bev.get(), nullptr, &tv);
-  std::unique_ptr<UpstreamConn> conn(new UpstreamConn(shared_from_this(), i, std::move(bev)));
+  std::unique_ptr<UpstreamConn> conn(
+      new UpstreamConn(shared_from_this(), i, std::move(bev), tls_ctx_ != nullptr));
   if (bufferevent_socket_connect(conn->bev(), reinterpret_cast<const sockaddr*>(&server.address.addr),
                                  static_cast<int>(server.address.len)) != 0) {
     // Immediate failure (e.g. no route): the owner sees it as a connect error event soon.

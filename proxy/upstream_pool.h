@@ -51,9 +51,13 @@ class UpstreamConn : public Deferrable {
   // Routes this connection's events to `owner` (null: idle in the pool).
   void attach(Owner* owner) { owner_ = owner; }
 
+  // Why the connection failed, for logs: the TLS error (e.g. certificate verify failed), or
+  // the socket error, or "timeout".
+  std::string describeFailure(short events) const;
+
  private:
   friend class UpstreamPool;
-  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev);
+  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev, bool tls);
   static void readCb(bufferevent* bev, void* ctx) noexcept;
   static void writeCb(bufferevent* bev, void* ctx) noexcept;
   static void eventCb(bufferevent* bev, short events, void* ctx) noexcept;
@@ -64,6 +68,7 @@ class UpstreamConn : public Deferrable {
   Owner* owner_ = nullptr;
   bool connected_ = false;
   bool reused_ = false;
+  bool tls_ = false;
 };
 
 class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
@@ -100,8 +105,11 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   const config::SocketAddress& address(size_t server) const { return servers_[server].address; }
   const std::string& name() const { return name_; }
   Worker& worker() const { return worker_; }
-  // Whether this pool serves the same servers as `pool` (so a reload can keep it).
+  // Whether this pool serves the same servers as `pool` with the same TLS settings (so a
+  // reload can keep it and its idle connections).
   bool sameServers(const config::Pool& pool) const;
+  // A reload kept this pool: new connections use the new snapshot's TLS context.
+  void updateTls(const config::Pool& pool) { tls_ctx_ = pool.tls_ctx; }
 
  private:
   struct Server {
@@ -116,6 +124,7 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   UpstreamPool(Worker& worker, const config::Pool& pool, const std::vector<ServerHealth*>& health);
   bool usable(const Server& s, uint64_t now_ms) const;
   uint64_t nowMs() const;
+  BufferEventPtr newTlsBufferEvent(const config::SocketAddress& address);
   // A usable server other than `exclude` if there is one; servers_.size() when none is usable.
   size_t pickServer(int exclude);
   void onIdleEvent(UpstreamConn& conn);
@@ -124,6 +133,10 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   Worker& worker_;
   std::string name_;
   config::Balance balance_;
+  std::shared_ptr<SSL_CTX> tls_ctx_;  // null: plain TCP
+  bool tls_verify_ = true;
+  std::string ca_file_;
+  std::string sni_;
   std::vector<Server> servers_;
   size_t rr_next_ = 0;
 };

@@ -87,9 +87,7 @@ void Worker::publish(Publication next, std::vector<ListenSocket> new_listeners) 
 void Worker::closeRemovedListeners(const config::Snapshot& next) {
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     const std::string& address = (*it)->address();
-    bool kept = false;
-    for (const config::SocketAddress& a : next.server.listen) kept = kept || a.text == address;
-    if (kept) {
+    if (listensOn(next, address, (*it)->tls())) {
       ++it;
       continue;
     }
@@ -112,6 +110,7 @@ void Worker::setSnapshot(Publication next) {
     for (auto& [old_cfg, old_pool] : pools_) {
       if (old_pool->name() == name && old_pool->sameServers(pool)) {
         kept = old_pool;
+        kept->updateTls(pool);
         break;
       }
     }

@@ -1,0 +1,145 @@
+#include "config/tls_context.h"
+
+#include <openssl/err.h>
+
+#include <cstdint>
+
+#include "config/snapshot.h"
+
+namespace sy::config {
+namespace {
+
+// Mozilla's "intermediate" TLS 1.2 suites (forward secrecy, AEAD only); TLS 1.3 keeps
+// OpenSSL's defaults.
+constexpr const char* kCiphers12 =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+int selectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned int inlen, void*) {
+  // Only HTTP/1.1 for now; h2 would be offered here first.
+  static const unsigned char kOffer[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  unsigned char* selected = nullptr;
+  if (SSL_select_next_proto(&selected, outlen, kOffer, sizeof(kOffer), in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;  // no ALPN in the answer; the client may still speak 1.1
+  }
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+int onServerName(SSL* ssl, int*, void* arg) {
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (name == nullptr) return SSL_TLSEXT_ERR_OK;
+  SSL_CTX* chosen = static_cast<const ServerTls*>(arg)->select(name);
+  if (chosen != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, chosen);
+  return SSL_TLSEXT_ERR_OK;
+}
+
+std::optional<std::string> makeServerContext(const TlsCertificate& cert, SslCtxPtr& out) {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+  if (!ctx) return "cannot create a TLS context: " + lastOpenSslError();
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+                                     SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_cipher_list(ctx.get(), kCiphers12);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_alpn_select_cb(ctx.get(), &selectAlpn, nullptr);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER);
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.cert_file.c_str()) != 1) {
+    return cert.cert_file + ": cannot load certificate: " + lastOpenSslError();
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), cert.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return cert.key_file + ": cannot load private key: " + lastOpenSslError();
+  }
+  if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+    return cert.key_file + ": private key does not match " + cert.cert_file;
+  }
+  out = std::move(ctx);
+  return std::nullopt;
+}
+
+bool endsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+}  // namespace
+
+std::string lastOpenSslError() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
+
+SSL_CTX* ServerTls::select(std::string_view servername) const {
+  std::string name(servername);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& [pattern, ctx] : by_name_) {
+    if (pattern[0] != '.' && pattern == name) return ctx.get();
+  }
+  for (const auto& [pattern, ctx] : by_name_) {
+    // "*.shop.example.com" covers one or more labels before the suffix, not the suffix itself.
+    if (pattern[0] == '.' && name.size() > pattern.size() && endsWith(name, pattern)) {
+      return ctx.get();
+    }
+  }
+  return default_ctx_.get();
+}
+
+std::optional<std::string> buildServerTls(const TlsCertificate& default_cert,
+                                          const std::vector<TlsCertificate>& sni,
+                                          std::shared_ptr<const ServerTls>& out,
+                                          size_t* failed_sni) {
+  auto tls = std::make_shared<ServerTls>();
+  SslCtxPtr ctx;
+  if (auto error = makeServerContext(default_cert, ctx)) {
+    *failed_sni = SIZE_MAX;
+    return error;
+  }
+  tls->default_ctx_ = shareSslCtx(std::move(ctx));
+  for (size_t i = 0; i < sni.size(); ++i) {
+    SslCtxPtr sni_ctx;
+    if (auto error = makeServerContext(sni[i], sni_ctx)) {
+      *failed_sni = i;
+      return error;
+    }
+    SslCtxShared shared = shareSslCtx(std::move(sni_ctx));
+    for (const std::string& name : sni[i].names) {
+      tls->by_name_.emplace_back(name.rfind("*.", 0) == 0 ? name.substr(1) : name, shared);
+    }
+  }
+  // The callback runs on the context the handshake starts with: the default one. Its argument
+  // lives as long as the snapshot, which every TLS connection holds while it lives.
+  SSL_CTX_set_tlsext_servername_callback(tls->default_ctx_.get(), &onServerName);
+  SSL_CTX_set_tlsext_servername_arg(tls->default_ctx_.get(), tls.get());
+  out = std::move(tls);
+  return std::nullopt;
+}
+
+std::optional<std::string> buildClientTls(bool verify, const std::string& ca_file,
+                                          SslCtxShared& out) {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+  if (!ctx) return "cannot create a TLS context: " + lastOpenSslError();
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+  if (verify) {
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    const int ok = ca_file.empty()
+                       ? SSL_CTX_set_default_verify_paths(ctx.get())
+                       : SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr);
+    if (ok != 1) return ca_file + ": cannot load CA certificates: " + lastOpenSslError();
+  } else {
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+  }
+  out = shareSslCtx(std::move(ctx));
+  return std::nullopt;
+}
+
+}  // namespace sy::config
