@@ -463,7 +463,8 @@ footer a { color: inherit; }
     const basisText = st.liveInterval
         ? "share, 5xx and latency over the last " + dt.toFixed(1) + " s"
         : first ? "share, 5xx and latency since start"
-                : "no traffic in the last " + dt.toFixed(1) + " s: share, 5xx and latency since start";
+                : "no traffic in the last " + dt.toFixed(1) +
+                  " s: share, 5xx and latency since start";
     const head = el("div", {class: "route-head"},
         el("h2", {}, route.name),
         route.shadow_percent !== undefined
@@ -510,13 +511,15 @@ footer a { color: inherit; }
       const s = st.shadow;
       const t = s.totals;
       shadow = el("div", {
-        class: "shadow", "data-route": route.name, "data-basis": s.interval ? "interval" : "cumulative",
+        class: "shadow", "data-route": route.name,
+        "data-basis": s.interval ? "interval" : "cumulative",
       },
         el("span", {class: "shadow-title"},
            "shadow \u2192 " + (s.pool || "?") +
            (s.percent !== undefined ? " \u00b7 " + s.percent + "% mirrored" : "")),
-        el("span", {title: "share of compared shadow responses that differed from the primary" +
-                           " (largest kind; " + (s.interval ? "last interval" : "since start") + ")"},
+        el("span", {title: "share of compared shadow responses that differed from the " +
+                           "primary (largest kind; " +
+                           (s.interval ? "last interval" : "since start") + ")"},
            "mismatch ",
            el("strong", {"data-field": "mismatch", "data-value": s.worst,
                          class: level(s.worst, 0.01, 0.05)}, pct(s.worst)),
@@ -628,9 +631,10 @@ footer a { color: inherit; }
       $("updated").textContent = new Date().toLocaleTimeString("en-GB");
       setState(state, null);
     } catch (err) {
-      const why = err && err.name === "AbortError" ? "timed out" : String(err && err.message || err);
-      setState("error", "Cannot refresh from the admin endpoint (" + why +
-                        "); showing the last good data.");
+      const why = err && err.name === "AbortError"
+          ? "timed out" : String((err && err.message) || err);
+      setState("error", "Cannot refresh from the admin endpoint (" + why + "); " +
+                        (samples > 0 ? "showing the last good data." : "no data yet."));
     } finally {
       clearTimeout(timer);
       setTimeout(tick, INTERVAL_MS);
