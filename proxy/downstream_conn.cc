@@ -621,6 +621,7 @@ void DownstreamConn::onResponseHead() {
       break;
   }
   response_chunked_ = rw.framing == BodyFraming::Chunked;
+  if (close_when_idle_) keep_alive_ = false;  // tell the client before we close
   rw.keep_alive = keep_alive_;
   rw.http10_client = http10;
   head_buf_.clear();
@@ -835,8 +836,9 @@ void DownstreamConn::finishExchange() {
   response_started_ = false;
   interim_response_ = false;
   upgraded_ = false;
-  if (close_when_idle_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
-    closeNow();
+  if (close_when_idle_) {
+    // Draining (or the listener went away): the response just sent may still be buffered.
+    closeAfterFlush();
     return;
   }
   armTimer(timeouts().client_idle_ms);

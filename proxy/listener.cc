@@ -61,10 +61,6 @@ std::unique_ptr<Listener> Listener::create(Worker& worker, ListenSocket socket) 
   return l;
 }
 
-void Listener::disable() {
-  if (listener_) evconnlistener_disable(listener_.get());
-}
-
 void Listener::acceptCb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int,
                         void* ctx) noexcept {
   static_cast<Listener*>(ctx)->onAccept(fd, addr);

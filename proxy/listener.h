@@ -45,7 +45,6 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
-  void disable();
   const std::string& address() const { return address_; }
   bool tls() const { return tls_; }
 

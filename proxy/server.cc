@@ -96,8 +96,16 @@ int Server::run() {
   }
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->addListeners(std::move(sockets[i]));
   if (!options_.pid_file.empty()) {
-    std::ofstream pid(options_.pid_file, std::ios::trunc);
-    pid << getpid() << "\n";
+    // Written whole under a temporary name and renamed, so a reader never sees it half-done.
+    const std::string tmp = options_.pid_file + ".tmp";
+    {
+      std::ofstream pid(tmp, std::ios::trunc);
+      pid << getpid() << "\n";
+    }
+    if (rename(tmp.c_str(), options_.pid_file.c_str()) != 0) {
+      SY_LOG(Error, "cannot write pid file %s", options_.pid_file.c_str());
+      return 1;
+    }
   }
   last_content_ = readFile(options_.config_path);
   updateWatcher();

@@ -261,6 +261,11 @@ SplitDecision decide(const config::Route& route, const Headers& headers, const C
       d.variant = o.variant;
       d.reason = SplitDecision::Reason::Override;
       d.override_index = static_cast<int>(i);
+      // Not hashed, but still the request's key: shadow sampling follows the user (SPEC §5).
+      if (const auto key = findKey(route, headers)) {
+        d.key_source_index = key->first;
+        d.key.assign(key->second);
+      }
       return d;
     }
   }

@@ -35,7 +35,9 @@ struct SplitDecision {
   Reason reason = Reason::Key;
   int override_index = -1;
   int key_source_index = -1;
-  std::string key;          // the value that was hashed ("" when none)
+  // The split key when the request has one (hashed unless an override decided), else the
+  // fallback's hashed value ("" when nothing was hashed).
+  std::string key;
   uint64_t hash = 0;        // the winning variant's hash of (salt, variant, key), for explain
   bool set_cookie = false;  // Reason::AssignedCookie: the response carries Set-Cookie: name=key
 };

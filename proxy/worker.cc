@@ -158,7 +158,9 @@ void Worker::onDeferred(evutil_socket_t, short, void* ctx) noexcept {
 void Worker::drain(uint32_t timeout_ms) {
   post([this, timeout_ms] {
     draining_ = true;
-    for (auto& l : listeners_) l->disable();
+    // Closed, not just disabled: a disabled socket still completes handshakes into its
+    // backlog, leaving new clients hanging until exit instead of being refused.
+    listeners_.clear();
     // Copy: closeWhenIdle may unlink connections from the map.
     std::vector<DownstreamConn*> conns;
     conns.reserve(connections_.size());

@@ -301,7 +301,10 @@ TEST_CASE("decide: overrides") {
     CHECK(d.variant == Variant::Canary);
     CHECK(d.reason == Reason::Override);
     CHECK(d.override_index == 0);
-    CHECK(d.key.empty());
+    // The key is still reported (shadow sampling follows the user), though not hashed.
+    CHECK(d.key == "u1");
+    CHECK(d.key_source_index == 0);
+    CHECK(d.hash == 0);
 
     h.back().value = "yes-please";  // a partial match is not a match
     d = decide(r, h, {}, 0, 0);
