@@ -21,8 +21,11 @@ namespace sy::config {
 namespace {
 
 const std::string kSourceRoot = SY_SOURCE_ROOT;
-// Any readable file stands in for a certificate: only readability is checked at load.
-const std::string kReadableFile = kSourceRoot + "/meson.build";
+// A PEM file holding a self-signed certificate (CN=switchyard-test, valid for 100 years) and
+// its EC key, so it serves as cert, key and CA file alike.
+const std::string kReadableFile = kSourceRoot + "/tests/unit/config/testdata/test-cert.pem";
+// An EC key that does not belong to that certificate.
+const std::string kOtherKey = kSourceRoot + "/tests/unit/config/testdata/other-key.pem";
 
 SocketAddress ipv4(const std::string& text, const char* ip, uint16_t port) {
   SocketAddress out;
@@ -724,7 +727,7 @@ TEST_CASE("relative TLS paths are relative to the config file's directory") {
   const std::string listener = R"(
 [[listener]]
 address = "127.0.0.1:8443"
-tls = { cert = "meson.build", key = "meson.build" }
+tls = { cert = "tests/unit/config/testdata/test-cert.pem", key = "tests/unit/config/testdata/test-cert.pem" }
 )";
   const std::string text = std::string(kRoute) + std::string(kPools) + listener;
   const LoadResult result =
@@ -1027,4 +1030,19 @@ TEST_CASE("loadSnapshot reports a file it cannot read") {
 }
 
 }  // namespace
+TEST_CASE("certificates are loaded at load time: a bad PEM or a mismatched key is an error") {
+  const std::string bad_pem = std::string(kRoute) + R"(
+[[listener]]
+address = "127.0.0.1:8443"
+tls = { cert = "@ROOT@/meson.build", key = "@READABLE@" }
+)";
+  CHECK_REJECTED(bad_pem, "t.toml:9:16: listener[0].tls.cert", "cannot load certificate");
+  const std::string mismatch = std::string(kRoute) + R"(
+[[listener]]
+address = "127.0.0.1:8443"
+tls = { cert = "@READABLE@", key = ")" + kOtherKey + R"(" }
+)";
+  CHECK_REJECTED(mismatch, "t.toml:9:16: listener[0].tls.cert", "key values mismatch");
+}
+
 }  // namespace sy::config
