@@ -295,6 +295,8 @@ ShadowRequest* Mirror::start(const ShadowStart& s) {
   std::unique_ptr<UpstreamConn> conn =
       pool_it->second->acquire(-1, s.snapshot->server.timeouts.upstream_connect_ms);
   if (!conn) {
+    // Every shadow server is down: a copy that was due, and failed at once.
+    counters.record(ShadowResult::Sent);
     counters.record(ShadowResult::Failed);
     return nullptr;
   }
