@@ -29,24 +29,48 @@ int selectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
   return SSL_TLSEXT_ERR_OK;
 }
 
-int onServerName(SSL* ssl, int*, void* arg) {
-  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (name == nullptr) return SSL_TLSEXT_ERR_OK;
-  SSL_CTX* chosen = static_cast<const ServerTls*>(arg)->select(name);
-  if (chosen != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, chosen);
-  return SSL_TLSEXT_ERR_OK;
+// The host name of a ClientHello's server_name extension (RFC 6066 §3), or "" when absent.
+std::string_view clientHelloServerName(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  size_t len = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 5) {
+    return {};
+  }
+  const size_t list_len = (static_cast<size_t>(p[0]) << 8) | p[1];
+  if (list_len + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name) return {};
+  const size_t name_len = (static_cast<size_t>(p[3]) << 8) | p[4];
+  if (name_len + 5 > len) return {};
+  return std::string_view(reinterpret_cast<const char*>(p + 5), name_len);
 }
 
-std::optional<std::string> makeServerContext(const TlsCertificate& cert, SslCtxPtr& out) {
+// Chooses the certificate from the ClientHello, before OpenSSL decides on resuming a session:
+// switching later (in the servername callback) would let a session made for one name resume
+// under another and skip that name's certificate.
+int onClientHello(SSL* ssl, int*, void* arg) {
+  const std::string_view name = clientHelloServerName(ssl);
+  if (name.empty()) return SSL_CLIENT_HELLO_SUCCESS;
+  SSL_CTX* chosen = static_cast<const ServerTls*>(arg)->select(name);
+  if (chosen != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, chosen);
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+std::optional<std::string> makeServerContext(const TlsCertificate& cert, std::string_view sid,
+                                             SslCtxPtr& out) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   if (!ctx) return "cannot create a TLS context: " + lastOpenSslError();
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  // IGNORE_UNEXPECTED_EOF: clients that close without close_notify are the norm; HTTP's own
+  // framing tells a truncated message from a complete one.
   SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
-                                     SSL_OP_NO_COMPRESSION);
+                                     SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_cipher_list(ctx.get(), kCiphers12);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_alpn_select_cb(ctx.get(), &selectAlpn, nullptr);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER);
+  // A session belongs to the certificate it was made with: resuming it under another SNI name
+  // would skip that name's certificate. Distinct ids make OpenSSL refuse such a resumption.
+  SSL_CTX_set_session_id_context(ctx.get(), reinterpret_cast<const unsigned char*>(sid.data()),
+                                 static_cast<unsigned int>(sid.size()));
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.cert_file.c_str()) != 1) {
     return cert.cert_file + ": cannot load certificate: " + lastOpenSslError();
   }
@@ -98,14 +122,14 @@ std::optional<std::string> buildServerTls(const TlsCertificate& default_cert,
                                           size_t* failed_sni) {
   auto tls = std::make_shared<ServerTls>();
   SslCtxPtr ctx;
-  if (auto error = makeServerContext(default_cert, ctx)) {
+  if (auto error = makeServerContext(default_cert, "sy-default", ctx)) {
     *failed_sni = SIZE_MAX;
     return error;
   }
   tls->default_ctx_ = shareSslCtx(std::move(ctx));
   for (size_t i = 0; i < sni.size(); ++i) {
     SslCtxPtr sni_ctx;
-    if (auto error = makeServerContext(sni[i], sni_ctx)) {
+    if (auto error = makeServerContext(sni[i], "sy-sni-" + std::to_string(i), sni_ctx)) {
       *failed_sni = i;
       return error;
     }
@@ -116,8 +140,7 @@ std::optional<std::string> buildServerTls(const TlsCertificate& default_cert,
   }
   // The callback runs on the context the handshake starts with: the default one. Its argument
   // lives as long as the snapshot, which every TLS connection holds while it lives.
-  SSL_CTX_set_tlsext_servername_callback(tls->default_ctx_.get(), &onServerName);
-  SSL_CTX_set_tlsext_servername_arg(tls->default_ctx_.get(), tls.get());
+  SSL_CTX_set_client_hello_cb(tls->default_ctx_.get(), &onClientHello, tls.get());
   out = std::move(tls);
   return std::nullopt;
 }
@@ -127,7 +150,10 @@ std::optional<std::string> buildClientTls(bool verify, const std::string& ca_fil
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) return "cannot create a TLS context: " + lastOpenSslError();
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  // IGNORE_UNEXPECTED_EOF: many servers end a close-delimited body with a bare TCP close;
+  // OpenSSL 3 would call that an error, libevent would then report an error instead of EOF.
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                     SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
   if (verify) {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);

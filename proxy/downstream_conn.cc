@@ -41,9 +41,10 @@ std::string peerText(const sockaddr* sa) {
 }
 
 void appendHex(std::string& out, uint64_t v) {
-  char buf[17];
-  snprintf(buf, sizeof(buf), "%016" PRIx64, v);
-  out.append(buf, 16);
+  static constexpr char kDigits[] = "0123456789abcdef";
+  char buf[16];
+  for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kDigits[v & 0xF];
+  out.append(buf, sizeof(buf));
 }
 
 // Chunked transfer coding of one piece (RFC 9112 §7.1).
@@ -89,20 +90,19 @@ std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_so
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  std::unique_ptr<DownstreamConn> conn(new DownstreamConn(worker, std::move(bev), peer));
+  std::unique_ptr<DownstreamConn> conn(
+      new DownstreamConn(worker, std::move(bev), peer, tls != nullptr));
   if (!conn->timer_) return nullptr;
   conn->listener_address_ = listener_address;
-  if (tls != nullptr) {
-    conn->tls_ = true;
-    // The SNI callback reads the snapshot's ServerTls: keep it alive as long as this connection.
-    conn->tls_snapshot_ = worker.snapshot();
-  }
+  // The SNI callback reads the snapshot's ServerTls: keep it alive as long as this connection.
+  if (tls != nullptr) conn->tls_snapshot_ = worker.snapshot();
   return conn;
 }
 
-DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer)
+DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer, bool tls)
     : worker_(worker),
       bev_(std::move(bev)),
+      tls_(tls),
       timer_(evtimer_new(worker.base(), &DownstreamConn::timerCb, this)),
       client_ip_(peerText(peer)),
       client_addr_(clientIpFromSockaddr(peer)) {
@@ -116,7 +116,9 @@ DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockadd
   // Read timeout: a client that stops sending mid-body; write timeout: one that stops reading.
   bufferevent_set_timeouts(bev_.get(), &idle, &idle);
   request_decoder_.setMaxHeadBytes(worker_.snapshot()->server.limits.max_header_bytes);
-  bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
+  // Plain connections write directly (flushOutputs); TLS ones through libevent, which also
+  // needs the write event for the handshake.
+  bufferevent_enable(bev_.get(), tls_ ? EV_READ | EV_WRITE : EV_READ);
   armTimer(t.client_header_ms);
   head_timer_armed_ = true;
 }
@@ -132,16 +134,47 @@ const config::Timeouts& DownstreamConn::timeouts() const {
 // ---- libevent trampolines ------------------------------------------------------------------
 
 void DownstreamConn::clientReadCb(bufferevent*, void* ctx) noexcept {
-  static_cast<DownstreamConn*>(ctx)->onClientRead();
+  auto* c = static_cast<DownstreamConn*>(ctx);
+  FlushOnExit flush(*c);
+  c->onClientRead();
 }
 void DownstreamConn::clientWriteCb(bufferevent*, void* ctx) noexcept {
-  static_cast<DownstreamConn*>(ctx)->onClientWrite();
+  auto* c = static_cast<DownstreamConn*>(ctx);
+  FlushOnExit flush(*c);
+  c->onClientWrite();
 }
 void DownstreamConn::clientEventCb(bufferevent*, short events, void* ctx) noexcept {
-  static_cast<DownstreamConn*>(ctx)->onClientEvent(events);
+  auto* c = static_cast<DownstreamConn*>(ctx);
+  FlushOnExit flush(*c);
+  c->onClientEvent(events);
 }
 void DownstreamConn::timerCb(evutil_socket_t, short, void* ctx) noexcept {
-  static_cast<DownstreamConn*>(ctx)->onTimer();
+  auto* c = static_cast<DownstreamConn*>(ctx);
+  FlushOnExit flush(*c);
+  c->onTimer();
+}
+
+namespace {
+
+// One write(2) of what is queued; whatever the kernel does not take is left to libevent, which
+// then needs its write event. TLS bufferevents always write through libevent.
+void flushDirect(bufferevent* bev) {
+  evbuffer* out = bufferevent_get_output(bev);
+  if (evbuffer_get_length(out) == 0) return;
+  evbuffer_write(out, bufferevent_getfd(bev));
+  // Left over (a full socket buffer) or failed (the error surfaces through libevent's write).
+  if (evbuffer_get_length(out) > 0) bufferevent_enable(bev, EV_WRITE);
+}
+
+}  // namespace
+
+void DownstreamConn::flushOutputs() {
+  if (state_ == State::Closed) return;
+  if (!tls_) flushDirect(bev_.get());
+  if (upstream_ && upstream_->connected() && !upstream_->tls()) flushDirect(upstream_->bev());
+  if (state_ == State::Closing && evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0) {
+    closeNow();
+  }
 }
 
 // ---- client events -------------------------------------------------------------------------
@@ -156,6 +189,8 @@ void DownstreamConn::onClientRead() {
 
 void DownstreamConn::onClientWrite() {
   evbuffer* out = bufferevent_get_output(bev_.get());
+  // Drained: back to writing directly (flushOutputs) until the socket buffer fills again.
+  if (!tls_ && evbuffer_get_length(out) == 0) bufferevent_disable(bev_.get(), EV_WRITE);
   if (state_ == State::Closing) {
     if (evbuffer_get_length(out) == 0) closeNow();
     return;
@@ -187,8 +222,9 @@ void DownstreamConn::onClientEvent(short events) {
   }
   if (events & BEV_EVENT_EOF) {
     client_eof_ = true;
-    // A client that half-closes after a complete request still gets its answer.
-    if (state_ == State::Forwarding && request_done_) {
+    // A client that half-closes after a complete request still gets its answer. (Not over
+    // TLS: there the end of the stream ends the session, and a vanished client looks the same.)
+    if (state_ == State::Forwarding && request_done_ && !tls_) {
       keep_alive_ = false;
       return;
     }
@@ -382,7 +418,9 @@ bool DownstreamConn::connectUpstream(int exclude_server) {
     timeval rw = toTimeval(timeouts().upstream_response_ms);
     bufferevent_set_timeouts(upstream_->bev(), request_done_ ? &rw : nullptr, &rw);
   }
-  bufferevent_enable(upstream_->bev(), EV_READ | EV_WRITE);
+  // A connect in progress needs the write event; a connected plain socket is written directly.
+  bufferevent_enable(upstream_->bev(),
+                     upstream_->connected() && !upstream_->tls() ? EV_READ : EV_READ | EV_WRITE);
   response_decoder_.reset();
   response_decoder_.setHeadRequest(request_decoder_.request().method == "HEAD");
   return true;
@@ -467,6 +505,7 @@ void DownstreamConn::onRequestComplete() {
 // ---- upstream events -----------------------------------------------------------------------
 
 void DownstreamConn::onUpstreamRead() {
+  FlushOnExit flush(*this);
   if (state_ == State::Tunnel) {
     pumpTunnel();
     return;
@@ -475,6 +514,10 @@ void DownstreamConn::onUpstreamRead() {
 }
 
 void DownstreamConn::onUpstreamWrite() {
+  FlushOnExit flush(*this);
+  if (upstream_ && !upstream_->tls() && evbuffer_get_length(upstream_->output()) == 0) {
+    bufferevent_disable(upstream_->bev(), EV_WRITE);
+  }
   if (client_paused_ && upstream_ && evbuffer_get_length(upstream_->output()) <= kLowWater) {
     client_paused_ = false;
     bufferevent_enable(bev_.get(), EV_READ);
@@ -487,6 +530,7 @@ void DownstreamConn::onUpstreamWrite() {
 }
 
 void DownstreamConn::onUpstreamEvent(short events) {
+  FlushOnExit flush(*this);
   if (events & BEV_EVENT_CONNECTED) {
     upstream_->setConnected();
     int one = 1;
@@ -738,6 +782,8 @@ void DownstreamConn::fail(const ProxyError& error) {
   detachShadow(false);
   if (response_started_) {
     // Too late for a status: cut the client connection so it sees a truncated response.
+    SY_LOG(Info, "%s %s: response cut short (%s)", request_decoder_.request().method.c_str(),
+           request_decoder_.request().target.c_str(), messageFor(error.kind));
     recordOutcome(static_cast<int>(response_decoder_.response().status));
     closeNow();
     return;

@@ -72,7 +72,7 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
     DownstreamConn& conn;
   };
 
-  DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer);
+  DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer, bool tls);
 
   static void clientReadCb(bufferevent*, void* ctx) noexcept;
   static void clientWriteCb(bufferevent*, void* ctx) noexcept;
@@ -121,19 +121,28 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   void armTimer(uint32_t ms);
   void disarmTimer();
   void writeToClient(std::string_view data);
+  // Sends what the callback queued, with one write per side, instead of arming libevent's
+  // write events (two epoll_ctl calls and a loop iteration per response). Only what the
+  // kernel does not take at once is left to libevent. Runs at the end of every callback.
+  void flushOutputs();
+  struct FlushOnExit {
+    explicit FlushOnExit(DownstreamConn& c) : conn(c) {}
+    ~FlushOnExit() { conn.flushOutputs(); }
+    DownstreamConn& conn;
+  };
   bool clientBackpressured() const;
   bool upstreamBackpressured() const;
   const config::Timeouts& timeouts() const;
 
   Worker& worker_;
   BufferEventPtr bev_;
+  bool tls_;  // bev_ is a bufferevent_openssl
   EventPtr timer_;
   RequestBody request_body_{*this};
   ResponseBody response_body_{*this};
   MessageDecoder request_decoder_{MessageDecoder::Kind::Request, request_body_};
   MessageDecoder response_decoder_{MessageDecoder::Kind::Response, response_body_};
   std::string listener_address_;
-  bool tls_ = false;
   config::SnapshotConstSharedPtr tls_snapshot_;  // TLS: owns the ServerTls the SNI callback uses
   std::string client_ip_;
   ClientIp client_addr_;

@@ -3,7 +3,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <event2/bufferevent_ssl.h>
 #include <event2/keyvalq_struct.h>
+
+#include "config/openssl_ptr.h"
 
 #include "proxy/log.h"
 
@@ -52,6 +55,8 @@ struct HealthChecker::Target {
   std::string ip;
   uint16_t port = 0;
   std::string host_header;
+  std::shared_ptr<SSL_CTX> tls_ctx;  // the pool's client context when it speaks TLS
+  std::string tls_name;               // SNI / verify name (empty for an IP)
   EventPtr timer;
   EvHttpConnectionPtr conn;
   uint32_t successes = 0;
@@ -115,14 +120,14 @@ void HealthChecker::update(const config::SnapshotConstSharedPtr& snapshot) {
         t.reset();
         continue;
       }
-      if (ip != t->ip || port != t->port || !t->conn) {
-        t->ip = ip;
-        t->port = port;
-        t->conn.reset(evhttp_connection_base_new(base_, nullptr, ip.c_str(), port));
-        evhttp_connection_set_retries(t->conn.get(), 0);
+      t->ip = ip;
+      t->port = port;
+      t->tls_ctx = pool.tls ? pool.tls_ctx : nullptr;
+      t->tls_name = pool.sni;
+      if (t->tls_name.empty()) {
+        t->tls_name = a.text.substr(0, a.text.rfind(':'));
+        if (!t->tls_name.empty() && t->tls_name.front() == '[') t->tls_name.clear();  // IPv6
       }
-      timeval timeout = toTimeval(t->check.timeout_ms);
-      evhttp_connection_set_timeout_tv(t->conn.get(), &timeout);
       if (fresh) {
         t->timer.reset(evtimer_new(base_, &HealthChecker::onTimer, t.get()));
         start(*t);  // check at once, so a dead server is found within the first interval
@@ -144,6 +149,41 @@ void HealthChecker::onTimer(evutil_socket_t, short, void* ctx) noexcept {
 }
 
 void HealthChecker::start(Target& t) {
+  // A fresh connection per check: it proves the server accepts connections now, and a TLS
+  // connection cannot be re-established on the same bufferevent. (The previous one finished
+  // its request; freeing it here, in a timer callback, is safe.)
+  BufferEventPtr bev;
+  if (t.tls_ctx) {
+    config::SslPtr ssl(SSL_new(t.tls_ctx.get()));
+    in_addr ignored;
+    const bool is_ip = t.tls_name.empty() || inet_pton(AF_INET, t.tls_name.c_str(), &ignored) == 1;
+    if (ssl && !is_ip) {
+      SSL_set_tlsext_host_name(ssl.get(), t.tls_name.c_str());
+      SSL_set1_host(ssl.get(), t.tls_name.c_str());
+    } else if (ssl && !t.ip.empty()) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), t.ip.c_str());
+    }
+    if (ssl) {
+      // The bufferevent owns the SSL from here; the evhttp connection owns the bufferevent.
+      bev.reset(bufferevent_openssl_socket_new(base_, -1, ssl.get(), BUFFEREVENT_SSL_CONNECTING,
+                                               BEV_OPT_CLOSE_ON_FREE));
+      if (bev) ssl.release();
+    }
+    if (!bev) {
+      finish(t, false);
+      return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+  }
+  t.conn.reset(evhttp_connection_base_bufferevent_new(base_, nullptr, bev.release(),
+                                                       t.ip.c_str(), t.port));
+  if (!t.conn) {
+    finish(t, false);
+    return;
+  }
+  evhttp_connection_set_retries(t.conn.get(), 0);
+  timeval timeout = toTimeval(t.check.timeout_ms);
+  evhttp_connection_set_timeout_tv(t.conn.get(), &timeout);
   evhttp_request* req = evhttp_request_new(&HealthChecker::onResponse, &t);
   if (req == nullptr) {
     finish(t, false);

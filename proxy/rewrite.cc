@@ -32,12 +32,96 @@ bool listHasToken(std::string_view list, std::string_view token) {
   return false;
 }
 
-bool isFixedHopByHop(std::string_view name) {
-  static constexpr std::string_view kFields[] = {
-      "connection", "keep-alive", "proxy-connection", "te",
-      "trailer",    "upgrade",    "transfer-encoding"};
-  for (std::string_view f : kFields) {
-    if (equalsIgnoreCase(name, f)) return true;
+// Header names the rewrite treats specially, recognised in one pass (length first, then one
+// case-insensitive compare) instead of a chain of compares per header.
+enum class Field : uint8_t {
+  Other,
+  Connection,
+  KeepAlive,
+  ProxyConnection,
+  Te,
+  Trailer,
+  Upgrade,
+  TransferEncoding,
+  ContentLength,
+  Expect,
+  Host,
+  XForwardedFor,
+  XForwardedProto,
+  XForwardedHost,
+  XSwitchyardShadow,
+};
+
+Field classify(std::string_view name) {
+  auto is = [&](std::string_view lower) { return equalsIgnoreCase(name, lower); };
+  switch (name.size()) {
+    case 2: return is("te") ? Field::Te : Field::Other;
+    case 4: return is("host") ? Field::Host : Field::Other;
+    case 6: return is("expect") ? Field::Expect : Field::Other;
+    case 7:
+      if (is("trailer")) return Field::Trailer;
+      return is("upgrade") ? Field::Upgrade : Field::Other;
+    case 10:
+      if (is("connection")) return Field::Connection;
+      return is("keep-alive") ? Field::KeepAlive : Field::Other;
+    case 14: return is("content-length") ? Field::ContentLength : Field::Other;
+    case 15: return is("x-forwarded-for") ? Field::XForwardedFor : Field::Other;
+    case 16:
+      if (is("proxy-connection")) return Field::ProxyConnection;
+      return is("x-forwarded-host") ? Field::XForwardedHost : Field::Other;
+    case 17:
+      if (is("transfer-encoding")) return Field::TransferEncoding;
+      return is("x-forwarded-proto") ? Field::XForwardedProto : Field::Other;
+    case 19: return is("x-switchyard-shadow") ? Field::XSwitchyardShadow : Field::Other;
+    default: return Field::Other;
+  }
+}
+
+bool isFixedHopByHop(Field f) {
+  switch (f) {
+    case Field::Connection:
+    case Field::KeepAlive:
+    case Field::ProxyConnection:
+    case Field::Te:
+    case Field::Trailer:
+    case Field::Upgrade:
+    case Field::TransferEncoding:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Whether any Connection header of the message names `name` (RFC 9110 §7.6.1). Most messages
+// have no Connection header or only "keep-alive"/"close", so this is usually one short scan.
+bool namedByConnection(std::string_view name, const Headers& headers) {
+  for (const Header& h : headers) {
+    if (h.name.size() == 10 && equalsIgnoreCase(h.name, "connection") &&
+        listHasToken(h.value, name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Whether the message has a Connection header naming anything besides keep-alive/close/upgrade
+// (only then must every header be checked against it).
+bool connectionNamesFields(const Headers& headers) {
+  for (const Header& h : headers) {
+    if (h.name.size() != 10 || !equalsIgnoreCase(h.name, "connection")) continue;
+    std::string_view list = h.value;
+    while (!list.empty()) {
+      size_t comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty() && !equalsIgnoreCase(item, "keep-alive") &&
+          !equalsIgnoreCase(item, "close") && !equalsIgnoreCase(item, "upgrade")) {
+        return true;
+      }
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
   }
   return false;
 }
@@ -55,43 +139,49 @@ void appendFraming(std::string& out, BodyFraming framing, uint64_t content_lengt
 }  // namespace
 
 bool isHopByHop(std::string_view name, const Headers& headers) {
-  if (isFixedHopByHop(name)) return true;
-  for (const Header& h : headers) {
-    if (equalsIgnoreCase(h.name, "connection") && listHasToken(h.value, name)) return true;
-  }
-  return false;
+  return isFixedHopByHop(classify(name)) || namedByConnection(name, headers);
 }
 
 void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
                                const RequestRewrite& rw) {
   out.append(head.method).append(" ").append(head.target).append(" HTTP/1.1\r\n");
+  const bool check_connection = connectionNamesFields(head.headers);
   std::string_view host;
   bool have_xff = false;
   for (const Header& h : head.headers) {
     std::string_view name = h.name;
-    if (isHopByHop(name, head.headers)) continue;
-    if (equalsIgnoreCase(name, "content-length")) continue;  // re-framed below
-    if (equalsIgnoreCase(name, "expect")) continue;          // 100-continue is answered by us
-    if (equalsIgnoreCase(name, "x-forwarded-proto") || equalsIgnoreCase(name, "x-forwarded-host") ||
-        equalsIgnoreCase(name, "x-switchyard-shadow"))  // only we say what is a shadow copy
-      continue;
-    if (!rw.variant_header.empty() && equalsIgnoreCase(name, rw.variant_header)) continue;
-    if (equalsIgnoreCase(name, "host")) host = h.value;
-    if (equalsIgnoreCase(name, "x-forwarded-for")) {
-      // Several X-Forwarded-For fields are one list (RFC 9110 §5.3): merge them, ours last.
-      if (have_xff) continue;
-      have_xff = true;
-      out.append("X-Forwarded-For: ");
-      bool first = true;
-      for (const Header& x : head.headers) {
-        if (!equalsIgnoreCase(x.name, "x-forwarded-for")) continue;
-        if (!first) out.append(", ");
-        out.append(x.value);
-        first = false;
+    const Field field = classify(name);
+    if (isFixedHopByHop(field)) continue;
+    if (check_connection && namedByConnection(name, head.headers)) continue;
+    switch (field) {
+      case Field::ContentLength:      // re-framed below
+      case Field::Expect:             // 100-continue is answered by us
+      case Field::XForwardedProto:    // set below
+      case Field::XForwardedHost:     // set below
+      case Field::XSwitchyardShadow:  // only we say what is a shadow copy
+        continue;
+      case Field::Host:
+        host = h.value;
+        break;
+      case Field::XForwardedFor: {
+        // Several X-Forwarded-For fields are one list (RFC 9110 §5.3): merge them, ours last.
+        if (have_xff) continue;
+        have_xff = true;
+        out.append("X-Forwarded-For: ");
+        bool first = true;
+        for (const Header& x : head.headers) {
+          if (classify(x.name) != Field::XForwardedFor) continue;
+          if (!first) out.append(", ");
+          out.append(x.value);
+          first = false;
+        }
+        out.append(", ").append(rw.client_ip).append(kCrlf);
+        continue;
       }
-      out.append(", ").append(rw.client_ip).append(kCrlf);
-      continue;
+      default:
+        break;
     }
+    if (!rw.variant_header.empty() && equalsIgnoreCase(name, rw.variant_header)) continue;
     appendHeader(out, name, h.value);
   }
   if (!have_xff) appendHeader(out, "X-Forwarded-For", rw.client_ip);
@@ -117,9 +207,12 @@ void appendDownstreamResponseHead(std::string& out, const ResponseHead& head,
   // Content-Length of a body-less response (HEAD, 304) describes the representation and is
   // passed on; otherwise the framing header is ours.
   const bool keep_length = rw.framing == BodyFraming::None;
+  const bool check_connection = connectionNamesFields(head.headers);
   for (const Header& h : head.headers) {
-    if (isHopByHop(h.name, head.headers)) continue;
-    if (!keep_length && equalsIgnoreCase(h.name, "content-length")) continue;
+    const Field field = classify(h.name);
+    if (isFixedHopByHop(field)) continue;
+    if (check_connection && namedByConnection(h.name, head.headers)) continue;
+    if (!keep_length && field == Field::ContentLength) continue;
     if (!rw.variant_header.empty() && equalsIgnoreCase(h.name, rw.variant_header)) continue;
     appendHeader(out, h.name, h.value);
   }

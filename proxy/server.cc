@@ -10,7 +10,6 @@
 #include <fstream>
 #include <thread>
 
-#include <event2/thread.h>
 #include <http_parser.h>
 
 #include "config/loader.h"
@@ -49,8 +48,8 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 Server::~Server() = default;
 
 int Server::run() {
-  // Workers are woken from the main thread (Worker::post uses event_active).
-  evthread_use_pthreads();
+  // No evthread_use_pthreads(): every event_base is used by one thread only, and workers are
+  // woken through an eventfd (Worker::post), so libevent runs without locks.
   // Our own max_header_bytes is the limit; http-parser's global one must not be lower.
   http_parser_set_max_header_size(64u << 20);
   signal(SIGPIPE, SIG_IGN);

@@ -44,6 +44,7 @@ class UpstreamConn : public Deferrable {
   bool connected() const { return connected_; }
   void setConnected() { connected_ = true; }
   bool reused() const { return reused_; }
+  bool tls() const { return tls_; }
   size_t serverIndex() const { return server_; }
   const config::SocketAddress& address() const;
   UpstreamPool& pool() const { return *pool_; }

@@ -1,6 +1,8 @@
 #include "proxy/worker.h"
 
+#include <sys/eventfd.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "proxy/downstream_conn.h"
 #include "proxy/listener.h"
@@ -11,7 +13,10 @@ namespace sy::proxy {
 
 Worker::Worker(size_t index, SharedState& shared, Publication first)
     : index_(index), shared_(shared), base_(event_base_new()) {
-  posted_event_.reset(event_new(base_.get(), -1, 0, &Worker::onPosted, this));
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  posted_event_.reset(
+      event_new(base_.get(), wake_fd_, EV_READ | EV_PERSIST, &Worker::onPosted, this));
+  event_add(posted_event_.get(), nullptr);
   deferred_event_.reset(event_new(base_.get(), -1, 0, &Worker::onDeferred, this));
   drain_timer_.reset(evtimer_new(base_.get(), &Worker::onDrainTimer, this));
   mirror_ = std::make_unique<Mirror>(*this);
@@ -29,6 +34,8 @@ Worker::~Worker() {
   deferred_.clear();
   pools_.clear();
   listeners_.clear();
+  posted_event_.reset();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 void Worker::addListeners(std::vector<ListenSocket> sockets) {
@@ -55,8 +62,10 @@ void Worker::post(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(posted_mutex_);
     posted_.push_back(std::move(fn));
   }
-  // event_active is thread-safe once evthread_use_pthreads() ran (Server does it first).
-  event_active(posted_event_.get(), 0, 0);
+  // The only cross-thread touch of a worker: a write to its eventfd wakes its loop.
+  const uint64_t one = 1;
+  ssize_t n = write(wake_fd_, &one, sizeof(one));
+  (void)n;  // EAGAIN means the counter is already non-zero: a wake-up is pending anyway
 }
 
 void Worker::onPosted(evutil_socket_t, short, void* ctx) noexcept {
@@ -64,6 +73,9 @@ void Worker::onPosted(evutil_socket_t, short, void* ctx) noexcept {
 }
 
 void Worker::runPosted() {
+  uint64_t count = 0;
+  ssize_t n = read(wake_fd_, &count, sizeof(count));
+  (void)n;
   std::vector<std::function<void()>> tasks;
   {
     std::lock_guard<std::mutex> lock(posted_mutex_);

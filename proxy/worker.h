@@ -59,7 +59,7 @@ class Worker {
   // Thread: main. Waits for the loop to exit.
   void join();
 
-  // Thread: any. Runs `fn` on this worker's thread.
+  // Thread: any. Runs `fn` on this worker's thread (soon; in order of posting).
   void post(std::function<void()> fn);
   // Thread: any. Requests from now on use `snapshot`; requests in flight keep theirs.
   // `new_listeners` are sockets for addresses the snapshot adds; listeners for addresses it
@@ -114,6 +114,7 @@ class Worker {
   EventPtr access_log_timer_;  // flushes a partial batch of access-log lines
   std::thread thread_;
 
+  int wake_fd_ = -1;         // eventfd: post() writes, the loop reads
   std::mutex posted_mutex_;  // guards posted_ (the only cross-thread state)
   std::vector<std::function<void()>> posted_;
 
