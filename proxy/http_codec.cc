@@ -83,13 +83,14 @@ int MessageDecoder::onMessageBegin(http_parser* p) {
   d.last_was_value_ = false;
   d.framing_ = BodyFraming::None;
   d.content_length_ = 0;
+  // Header objects of the previous message are reused (their strings keep their capacity), so
+  // a keep-alive connection stops allocating once it has seen its usual headers.
+  d.headers_used_ = 0;
   if (d.kind_ == Kind::Request) {
     d.request_.method.clear();
     d.request_.target.clear();
-    d.request_.headers.clear();
   } else {
     d.response_.reason.clear();
-    d.response_.headers.clear();
   }
   return 0;
 }
@@ -112,8 +113,13 @@ int MessageDecoder::onHeaderField(http_parser* p, const char* at, size_t len) {
   MessageDecoder& d = self(p);
   if (!d.addHeadBytes(len + 4)) return 1;  // + ": " and CRLF
   Headers& hs = d.headers();
-  if (hs.empty() || d.last_was_value_) hs.emplace_back();
-  hs.back().name.append(at, len);
+  if (d.headers_used_ == 0 || d.last_was_value_) {
+    if (d.headers_used_ == hs.size()) hs.emplace_back();
+    hs[d.headers_used_].name.clear();
+    hs[d.headers_used_].value.clear();
+    ++d.headers_used_;
+  }
+  hs[d.headers_used_ - 1].name.append(at, len);
   d.last_was_value_ = false;
   return 0;
 }
@@ -122,8 +128,8 @@ int MessageDecoder::onHeaderValue(http_parser* p, const char* at, size_t len) {
   MessageDecoder& d = self(p);
   if (!d.addHeadBytes(len)) return 1;
   Headers& hs = d.headers();
-  if (hs.empty()) return 1;
-  hs.back().value.append(at, len);
+  if (d.headers_used_ == 0) return 1;
+  hs[d.headers_used_ - 1].value.append(at, len);
   d.last_was_value_ = true;
   return 0;
 }
@@ -131,6 +137,7 @@ int MessageDecoder::onHeaderValue(http_parser* p, const char* at, size_t len) {
 int MessageDecoder::onHeadersComplete(http_parser* p) {
   MessageDecoder& d = self(p);
   d.in_head_ = false;
+  d.headers().resize(d.headers_used_);  // only ever shrinks: drops what the last message had more of
   if (d.kind_ == Kind::Request) {
     d.request_.method = http_method_str(static_cast<http_method>(p->method));
     d.request_.http_major = p->http_major;

@@ -95,6 +95,7 @@ class MessageDecoder {
   uint64_t content_length_ = 0;
   uint64_t max_head_bytes_ = 0;
   uint64_t head_bytes_ = 0;
+  size_t headers_used_ = 0;  // headers of the message being decoded (the vector may hold more)
   Event pending_ = Event::NeedMore;
   bool in_message_ = false;
   bool in_head_ = false;
