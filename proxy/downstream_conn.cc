@@ -40,6 +40,14 @@ std::string peerText(const sockaddr* sa) {
   return buf;
 }
 
+bool hostHeaderValid(const RequestHead& req) {
+  int hosts = 0;
+  for (const Header& h : req.headers) {
+    if (h.name.size() == 4 && equalsIgnoreCase(h.name, "host")) ++hosts;
+  }
+  return hosts == 1 || (hosts == 0 && req.http_minor == 0);
+}
+
 void appendHex(std::string& out, uint64_t v) {
   static constexpr char kDigits[] = "0123456789abcdef";
   char buf[16];
@@ -325,7 +333,7 @@ void DownstreamConn::onRequestHead() {
   upstream_text_.clear();
   variant_ = config::Variant::Blue;
   route_metrics_ = &worker_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
-  const RequestHead& req = request_decoder_.request();
+  RequestHead& req = request_decoder_.request();
   request_done_ = false;
   response_started_ = false;
   request_body_bytes_ = 0;
@@ -340,6 +348,15 @@ void DownstreamConn::onRequestHead() {
 
   if (req.method == "CONNECT" || (request_decoder_.upgrade() &&
                                   request_decoder_.framing() != BodyFraming::None)) {
+    fail({ErrorSource::Downstream, ErrorKind::MalformedRequest});
+    return;
+  }
+  if (req.http_major != 1) {
+    fail({ErrorSource::Downstream, ErrorKind::VersionNotSupported});
+    return;
+  }
+  // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host (absolute form brings its own).
+  if (!toOriginForm(req) || !hostHeaderValid(req)) {
     fail({ErrorSource::Downstream, ErrorKind::MalformedRequest});
     return;
   }
@@ -807,7 +824,8 @@ void DownstreamConn::fail(const ProxyError& error) {
   // rest of the request can be skipped: a complete request, or one without a body.
   const bool framing_ok = error.kind != ErrorKind::MalformedRequest &&
                           error.kind != ErrorKind::HeadTooLarge &&
-                          error.kind != ErrorKind::BodyTooLarge;
+                          error.kind != ErrorKind::BodyTooLarge &&
+                          error.kind != ErrorKind::VersionNotSupported;
   const bool rest_skippable =
       request_done_ ||
       (request_decoder_.framing() == BodyFraming::None && !request_decoder_.upgrade());

@@ -15,6 +15,7 @@ enum class ErrorKind : uint8_t {
   HeadTooLarge,       // 431
   BodyTooLarge,       // 413
   NoRoute,            // 404
+  VersionNotSupported,// 505
   // Upstream
   ConnectFailed,      // 502, retryable (nothing was sent)
   ResetBeforeResponse,// 502

@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include <http_parser.h>
+
 namespace sy::proxy {
 namespace {
 
@@ -243,6 +245,54 @@ void appendErrorResponse(std::string& out, int status, std::string_view message,
   if (!request_id.empty()) appendHeader(out, "X-Request-Id", request_id);
   if (!keep_alive) out.append("Connection: close\r\n");
   out.append(kCrlf).append(message).append("\n");
+}
+
+bool toOriginForm(RequestHead& head) {
+  std::string_view t = head.target;
+  auto startsWithCi = [&](std::string_view prefix) {
+    return t.size() >= prefix.size() && equalsIgnoreCase(t.substr(0, prefix.size()), prefix);
+  };
+  if (!startsWithCi("http://") && !startsWithCi("https://")) return true;
+  http_parser_url url;
+  http_parser_url_init(&url);
+  if (http_parser_parse_url(t.data(), t.size(), 0, &url) != 0) return false;
+  if ((url.field_set & (1 << UF_USERINFO)) != 0 || (url.field_set & (1 << UF_HOST)) == 0) {
+    return false;
+  }
+  auto field = [&](int f) {
+    return std::string_view(t.data() + url.field_data[f].off, url.field_data[f].len);
+  };
+  // The authority as written (host, brackets for IPv6, and the port if any).
+  const size_t host_off = url.field_data[UF_HOST].off;
+  size_t authority_end = host_off + url.field_data[UF_HOST].len;
+  if (host_off > 0 && t[host_off - 1] == '[') authority_end += 1;  // "]" after an IPv6 host
+  if (url.field_set & (1 << UF_PORT)) {
+    authority_end = url.field_data[UF_PORT].off + url.field_data[UF_PORT].len;
+  }
+  const size_t authority_begin = host_off > 0 && t[host_off - 1] == '[' ? host_off - 1 : host_off;
+  std::string authority(t.substr(authority_begin, authority_end - authority_begin));
+  std::string origin;
+  if (url.field_set & (1 << UF_PATH)) {
+    origin.assign(field(UF_PATH));
+  } else {
+    origin.assign("/");
+  }
+  if (url.field_set & (1 << UF_QUERY)) origin.append("?").append(field(UF_QUERY));
+  head.target = std::move(origin);
+  bool replaced = false;
+  for (auto it = head.headers.begin(); it != head.headers.end();) {
+    if (equalsIgnoreCase(it->name, "host")) {
+      if (replaced) {
+        it = head.headers.erase(it);
+        continue;
+      }
+      it->value = authority;
+      replaced = true;
+    }
+    ++it;
+  }
+  if (!replaced) head.headers.push_back(Header{"Host", std::move(authority)});
+  return true;
 }
 
 const char* reasonPhrase(int status) {

@@ -53,6 +53,12 @@ void appendErrorResponse(std::string& out, int status, std::string_view message,
 
 const char* reasonPhrase(int status);
 
+// RFC 9112 §3.2.2: a request in absolute form ("GET http://host:port/p?q HTTP/1.1") is turned
+// into origin form ("/p?q") with Host set to the URL's authority, which wins over any Host
+// header. Other forms are left alone. Returns false for a URL that does not parse or carries
+// userinfo (both are 400).
+bool toOriginForm(RequestHead& head);
+
 // True for hop-by-hop fields, including those named by any Connection header of `headers`.
 bool isHopByHop(std::string_view name, const Headers& headers);
 

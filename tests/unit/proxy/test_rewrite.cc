@@ -140,3 +140,32 @@ TEST_CASE("error responses are short plain text") {
   CHECK(hasLine(out, "X-Request-Id: rid"));
   CHECK(out.substr(out.size() - 24) == "upstream connect failed\n");
 }
+
+TEST_CASE("absolute-form targets become origin-form with the URL's authority as Host") {
+  RequestHead h;
+  h.method = "GET";
+  h.target = "http://Shop.example.com:8080/api/x?q=1";
+  h.headers = {{"Host", "other.test"}, {"Accept", "*/*"}, {"host", "dup"}};
+  REQUIRE(toOriginForm(h));
+  CHECK(h.target == "/api/x?q=1");
+  CHECK(h.path() == "/api/x");
+  REQUIRE(h.headers.size() == 2);
+  CHECK(h.headers[0].value == "Shop.example.com:8080");
+
+  RequestHead bare;
+  bare.target = "HTTPS://[::1]:8443";
+  REQUIRE(toOriginForm(bare));
+  CHECK(bare.target == "/");
+  REQUIRE(bare.headers.size() == 1);
+  CHECK(bare.headers[0].value == "[::1]:8443");
+
+  RequestHead origin;
+  origin.target = "/plain";
+  REQUIRE(toOriginForm(origin));
+  CHECK(origin.target == "/plain");
+  CHECK(origin.headers.empty());
+
+  RequestHead userinfo;
+  userinfo.target = "http://user:pw@host/x";
+  CHECK_FALSE(toOriginForm(userinfo));
+}
