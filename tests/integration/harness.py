@@ -256,7 +256,8 @@ class Upstream:
             text = self.log_path.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(l) for l in text.splitlines() if l.strip()]
+        # Only complete lines: another request's record may be half-written right now.
+        return [json.loads(l) for l in text.split("\n")[:-1] if l.strip()]
 
     def find(self, pred):
         return [r for r in self.records() if pred(r)]
