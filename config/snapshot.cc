@@ -132,8 +132,13 @@ class Compiler {
     if (errors_.empty() && listener.tls.ok) {
       size_t failed = 0;
       if (auto error = buildServerTls(compiled.default_cert, compiled.sni, compiled.tls, &failed)) {
-        const Field<std::string>& where =
-            failed < listener.sni.size() ? listener.sni[failed].cert : listener.tls.value.cert;
+        const RawCertificate& cert =
+            failed < listener.sni.size() ? listener.sni[failed] : listener.tls.value;
+        const TlsCertificate& files =
+            failed < compiled.sni.size() ? compiled.sni[failed] : compiled.default_cert;
+        // Point at the key when it is the key that failed (messages start with the file).
+        const bool key_failed = error->rfind(files.key_file + ":", 0) == 0;
+        const Field<std::string>& where = key_failed ? cert.key : cert.cert;
         errors_.push_back(errorAt(raw_.file, where.origin, *error));
         return;
       }

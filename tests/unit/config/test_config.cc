@@ -1042,7 +1042,7 @@ tls = { cert = "@ROOT@/meson.build", key = "@READABLE@" }
 address = "127.0.0.1:8443"
 tls = { cert = "@READABLE@", key = ")" + kOtherKey + R"(" }
 )";
-  CHECK_REJECTED(mismatch, "t.toml:9:16: listener[0].tls.cert", "key values mismatch");
+  CHECK_REJECTED(mismatch, "t.toml:9:77: listener[0].tls.key", "key values mismatch");
 }
 
 }  // namespace sy::config
