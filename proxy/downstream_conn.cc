@@ -40,10 +40,24 @@ std::string peerText(const sockaddr* sa) {
   return buf;
 }
 
+// RFC 3986 authority characters (reg-name, IP-literal, port); no userinfo, path or spaces.
+bool validAuthority(std::string_view host) {
+  if (host.empty()) return false;
+  for (unsigned char c : host) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    std::string_view("-._~!$&'()*+,;=%:[]").find(static_cast<char>(c)) !=
+                        std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 bool hostHeaderValid(const RequestHead& req) {
   int hosts = 0;
   for (const Header& h : req.headers) {
-    if (h.name.size() == 4 && equalsIgnoreCase(h.name, "host")) ++hosts;
+    if (h.name.size() == 4 && equalsIgnoreCase(h.name, "host")) {
+      if (++hosts > 1 || !validAuthority(h.value)) return false;
+    }
   }
   return hosts == 1 || (hosts == 0 && req.http_minor == 0);
 }
@@ -169,6 +183,10 @@ namespace {
 void flushDirect(bufferevent* bev) {
   evbuffer* out = bufferevent_get_output(bev);
   if (evbuffer_get_length(out) == 0) return;
+  // Already waiting for the socket to drain: libevent writes when it can, and enabling the
+  // event again would restart its write timeout (a client that never reads would never time
+  // out while other events keep coming).
+  if (bufferevent_get_enabled(bev) & EV_WRITE) return;
   evbuffer_write(out, bufferevent_getfd(bev));
   // Left over (a full socket buffer) or failed (the error surfaces through libevent's write).
   if (evbuffer_get_length(out) > 0) bufferevent_enable(bev, EV_WRITE);
@@ -440,6 +458,7 @@ bool DownstreamConn::connectUpstream(int exclude_server) {
                      upstream_->connected() && !upstream_->tls() ? EV_READ : EV_READ | EV_WRITE);
   response_decoder_.reset();
   response_decoder_.setHeadRequest(request_decoder_.request().method == "HEAD");
+  response_decoder_.setMaxHeadBytes(snapshot_->server.limits.max_header_bytes);
   return true;
 }
 
@@ -640,6 +659,12 @@ void DownstreamConn::onResponseHead() {
   const RequestHead& req = request_decoder_.request();
   const bool http10 = req.http_major == 1 && req.http_minor == 0;
   upstream_text_ = upstream_->address().text;
+  if (resp.status == 101 && !request_decoder_.upgrade()) {
+    // Switching protocols nobody asked for: the rest of the stream is not HTTP we can frame.
+    SY_LOG(Warn, "upstream %s: 101 to a request without Upgrade", upstream_text_.c_str());
+    failUpstream(ErrorKind::MalformedResponse);
+    return;
+  }
   upstream_->pool().reportResult(upstream_->serverIndex(), resp.status < 500);
   ResponseRewrite rw;
   rw.variant_header = snapshot_->server.variant_header;
@@ -802,7 +827,10 @@ void DownstreamConn::fail(const ProxyError& error) {
     SY_LOG(Info, "%s %s: response cut short (%s)", request_decoder_.request().method.c_str(),
            request_decoder_.request().target.c_str(), messageFor(error.kind));
     recordOutcome(static_cast<int>(response_decoder_.response().status));
-    closeNow();
+    // What was already relayed still goes out, without a terminating chunk: the client sees
+    // the truncation when the connection closes.
+    response_chunked_ = false;
+    closeAfterFlush();
     return;
   }
   const int status = statusFor(error.kind);

@@ -7,6 +7,24 @@ namespace {
 
 MessageDecoder& self(http_parser* p) { return *static_cast<MessageDecoder*>(p->data); }
 
+// RFC 9110 §5.6.2 tchar.
+bool isToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
+                        std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string_view trimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
 }  // namespace
 
 const http_parser_settings MessageDecoder::kSettings = [] {
@@ -30,7 +48,35 @@ void MessageDecoder::reset() {
   in_message_ = false;
   in_head_ = false;
   head_too_large_ = false;
+  scan_error_ = nullptr;
+  chunk_end_pending_ = 0;
+  resetScan();
   pending_ = Event::NeedMore;
+}
+
+const char* MessageDecoder::invalidHead() const {
+  const bool request = kind_ == Kind::Request;
+  const Headers& hs = request ? request_.headers : response_.headers;
+  if (parser_.http_major != 1) return request ? nullptr : "response version is not HTTP/1.x";
+  if (!request && (parser_.status_code < 100 || parser_.status_code > 999)) {
+    return "response status is not three digits";
+  }
+  int transfer_encodings = 0;
+  for (const Header& h : hs) {
+    if (!isToken(h.name)) return "invalid character in a field name";
+    for (char c : h.value) {
+      if (c == '\0' || c == '\r' || c == '\n') return "invalid character in a field value";
+    }
+    if (h.name.size() == 17 && equalsIgnoreCase(h.name, "transfer-encoding")) {
+      // Only "chunked", once: any other coding (or a list ending in chunked) is something
+      // the next hop might read differently than we do (RFC 9112 §6.1, §11.2).
+      ++transfer_encodings;
+      if (!equalsIgnoreCase(trimOws(h.value), "chunked")) return "unsupported transfer coding";
+    }
+  }
+  if (transfer_encodings > 1) return "repeated Transfer-Encoding";
+  if (transfer_encodings > 0 && parser_.http_minor == 0) return "Transfer-Encoding in HTTP/1.0";
+  return nullptr;
 }
 
 bool MessageDecoder::addHeadBytes(size_t n) {
@@ -42,11 +88,56 @@ bool MessageDecoder::addHeadBytes(size_t n) {
   return true;
 }
 
+// http-parser (as Debian builds it, without HTTP_PARSER_STRICT) accepts a few things RFC 9112
+// forbids and request smuggling relies on: obs-fold (a header line starting with SP/HT), runs
+// of spaces or tabs in the start line. This pass over the head's raw bytes, before the parser
+// sees them, refuses them. It stops at the empty line that ends the head.
+bool MessageDecoder::scanHead(const char* data, size_t len) {
+  for (size_t i = 0; i < len && !scan_done_; ++i) {
+    const char c = data[i];
+    if (scan_line_len_ == 0 && !scan_seen_start_ && (c == '\r' || c == '\n')) continue;
+    if (c == '\n') {
+      if (scan_line_len_ == 0 && scan_seen_start_) {
+        scan_done_ = true;  // the empty line: the head ends here
+      }
+      scan_in_start_line_ = false;
+      scan_line_len_ = 0;
+      scan_prev_ = c;
+      continue;
+    }
+    if (c == '\r') continue;
+    scan_seen_start_ = true;
+    if (scan_line_len_ == 0 && !scan_in_start_line_ && (c == ' ' || c == '\t')) {
+      scan_error_ = "obs-fold (a header line starting with whitespace)";
+      return false;
+    }
+    if (scan_in_start_line_ && (c == '\t' || (c == ' ' && scan_prev_ == ' '))) {
+      scan_error_ = "extra whitespace in the start line";
+      return false;
+    }
+    ++scan_line_len_;
+    scan_prev_ = c;
+  }
+  return true;
+}
+
+void MessageDecoder::resetScan() {
+  scan_done_ = false;
+  scan_seen_start_ = false;
+  scan_in_start_line_ = true;
+  scan_line_len_ = 0;
+  scan_prev_ = 0;
+}
+
 MessageDecoder::Event MessageDecoder::decode(const char* data, size_t len, size_t& consumed) {
   consumed = 0;
   if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
   if (HTTP_PARSER_ERRNO(&parser_) != HPE_OK) return Event::Error;
+  if (scan_error_ != nullptr || !scanHead(data, len)) return Event::Error;
   pending_ = Event::NeedMore;
+  exec_end_ = data + len;
+  // The CRLF that ends the previous buffer's last chunk data, when it arrives in this one.
+  if (!checkChunkEnd(data)) return Event::Error;
   size_t n = http_parser_execute(&parser_, &kSettings, data, len);
   consumed = n;
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
@@ -72,6 +163,7 @@ MessageDecoder::Event MessageDecoder::finish() {
 
 const char* MessageDecoder::errorDescription() const {
   if (head_too_large_) return "head too large";
+  if (scan_error_ != nullptr) return scan_error_;
   return http_errno_description(HTTP_PARSER_ERRNO(&parser_));
 }
 
@@ -147,6 +239,10 @@ int MessageDecoder::onHeadersComplete(http_parser* p) {
     d.response_.http_major = p->http_major;
     d.response_.http_minor = p->http_minor;
   }
+  if (const char* problem = d.invalidHead()) {
+    d.scan_error_ = problem;
+    return -1;  // http-parser reports HPE_CB_headers_complete: an Error event
+  }
   const bool chunked = (p->flags & F_CHUNKED) != 0;
   const bool has_length = p->content_length != ULLONG_MAX;
   bool skip_body = false;
@@ -170,14 +266,35 @@ int MessageDecoder::onHeadersComplete(http_parser* p) {
 }
 
 int MessageDecoder::onBody(http_parser* p, const char* at, size_t len) {
-  self(p).sink_.onBodyData(std::string_view(at, len));
+  MessageDecoder& d = self(p);
+  d.sink_.onBodyData(std::string_view(at, len));
+  if ((p->flags & F_CHUNKED) != 0 && p->content_length == 0) {
+    // The chunk's data ends here; http-parser (not built strict) skips the next two bytes
+    // unchecked, so we check that they are CRLF: here for what this buffer holds, at the start
+    // of the next decode() for the rest.
+    d.chunk_end_pending_ = 2;
+    if (!d.checkChunkEnd(at + len)) return 1;
+  }
   return 0;
+}
+
+bool MessageDecoder::checkChunkEnd(const char* from) {
+  for (const char* p = from; chunk_end_pending_ > 0 && p < exec_end_; ++p) {
+    if (*p != (chunk_end_pending_ == 2 ? '\r' : '\n')) {
+      scan_error_ = "chunk data not followed by CRLF";
+      chunk_end_pending_ = 0;
+      return false;
+    }
+    --chunk_end_pending_;
+  }
+  return true;
 }
 
 int MessageDecoder::onMessageComplete(http_parser* p) {
   MessageDecoder& d = self(p);
   d.in_message_ = false;
   d.pending_ = Event::MessageComplete;
+  d.resetScan();  // the next message's head starts after this one
   http_parser_pause(p, 1);
   return 0;
 }

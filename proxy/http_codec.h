@@ -85,6 +85,15 @@ class MessageDecoder {
 
   Headers& headers() { return kind_ == Kind::Request ? request_.headers : response_.headers; }
   bool addHeadBytes(size_t n);
+  bool scanHead(const char* data, size_t len);
+  void resetScan();
+  // What makes the decoded head unacceptable, or null (header names are tokens, values carry
+  // no NUL/CR/LF, Transfer-Encoding is exactly "chunked", responses are HTTP/1.x with a
+  // three-digit status).
+  const char* invalidHead() const;
+  // Checks the pending CRLF after a chunk's data, from `from` to the end of the buffer being
+  // decoded; false (and an error) when the bytes are not CRLF.
+  bool checkChunkEnd(const char* from);
 
   Kind kind_;
   BodySink& sink_;
@@ -96,6 +105,16 @@ class MessageDecoder {
   uint64_t max_head_bytes_ = 0;
   uint64_t head_bytes_ = 0;
   size_t headers_used_ = 0;  // headers of the message being decoded (the vector may hold more)
+  // The buffer being decoded, and the check of the CRLF after chunk data (checkChunkEnd).
+  const char* exec_end_ = nullptr;
+  int chunk_end_pending_ = 0;  // bytes of the CRLF after chunk data still to check
+  // Raw-head scan state (scanHead).
+  const char* scan_error_ = nullptr;
+  size_t scan_line_len_ = 0;
+  char scan_prev_ = 0;
+  bool scan_done_ = false;
+  bool scan_seen_start_ = false;
+  bool scan_in_start_line_ = true;
   Event pending_ = Event::NeedMore;
   bool in_message_ = false;
   bool in_head_ = false;

@@ -58,7 +58,32 @@ std::unique_ptr<Listener> Listener::create(Worker& worker, ListenSocket socket) 
     SY_LOG(Error, "cannot accept on %s", socket.address.c_str());
     return nullptr;
   }
+  evconnlistener_set_error_cb(l->listener_.get(), &Listener::errorCb);
+  l->resume_timer_.reset(evtimer_new(worker.base(), &Listener::resumeCb, l.get()));
   return l;
+}
+
+void Listener::errorCb(evconnlistener*, void* ctx) noexcept {
+  auto* l = static_cast<Listener*>(ctx);
+  const int err = EVUTIL_SOCKET_ERROR();
+  if (!l->paused_) {
+    SY_LOG(Warn, "accept on %s: %s; pausing %u ms", l->address_.c_str(),
+           evutil_socket_error_to_string(err), kPauseMs);
+  }
+  l->pause();
+}
+
+void Listener::resumeCb(evutil_socket_t, short, void* ctx) noexcept {
+  auto* l = static_cast<Listener*>(ctx);
+  l->paused_ = false;
+  if (!l->worker_.draining()) evconnlistener_enable(l->listener_.get());
+}
+
+void Listener::pause() {
+  paused_ = true;
+  evconnlistener_disable(listener_.get());
+  timeval tv{0, static_cast<suseconds_t>(kPauseMs) * 1000};
+  evtimer_add(resume_timer_.get(), &tv);
 }
 
 void Listener::acceptCb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int,
@@ -68,9 +93,13 @@ void Listener::acceptCb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int
 
 void Listener::onAccept(evutil_socket_t fd, const sockaddr* addr) {
   const uint32_t limit = worker_.snapshot()->server.limits.max_connections;
-  if (worker_.draining() ||
-      worker_.shared().client_connections.load(std::memory_order_relaxed) >= limit) {
+  if (worker_.draining()) {
     evutil_closesocket(fd);
+    return;
+  }
+  if (worker_.shared().client_connections.load(std::memory_order_relaxed) >= limit) {
+    evutil_closesocket(fd);  // refused now; the next ones wait in the backlog for a while
+    pause();
     return;
   }
   evutil_make_socket_nonblocking(fd);

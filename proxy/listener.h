@@ -51,14 +51,24 @@ class Listener {
  private:
   Listener(Worker& worker, std::string address, bool tls)
       : worker_(worker), address_(std::move(address)), tls_(tls) {}
+  // Pausing instead of spinning: when accept() fails for lack of descriptors or memory, or
+  // max_connections is reached, the listener stops for kPauseMs (the kernel keeps queueing
+  // in the backlog) and then tries again.
+  static constexpr uint32_t kPauseMs = 100;
+
   static void acceptCb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len,
                        void* ctx) noexcept;
+  static void errorCb(evconnlistener*, void* ctx) noexcept;
+  static void resumeCb(evutil_socket_t, short, void* ctx) noexcept;
   void onAccept(evutil_socket_t fd, const sockaddr* addr);
+  void pause();
 
   Worker& worker_;
   std::string address_;
   bool tls_;
   ListenerPtr listener_;
+  EventPtr resume_timer_;
+  bool paused_ = false;
 };
 
 }  // namespace sy::proxy

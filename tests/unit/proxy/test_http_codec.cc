@@ -199,3 +199,25 @@ TEST_CASE("a 101 response ends after its head; the tunnelled bytes stay unconsum
   total += consumed;
   CHECK(resp.substr(total) == "WS");
 }
+
+TEST_CASE("chunk data must be followed by CRLF (http-parser alone does not check)") {
+  for (auto kind : {MessageDecoder::Kind::Request, MessageDecoder::Kind::Response}) {
+    for (size_t step : {size_t{1}, size_t{7}, size_t{1000}}) {
+      CAPTURE(step);
+      Collect sink;
+      MessageDecoder d(kind, sink);
+      std::string head = kind == MessageDecoder::Kind::Request
+                             ? "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             : "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+      auto events = feed(d, head + "5\r\nhelloXX5\r\nhello\r\n0\r\n\r\n", step);
+      REQUIRE(!events.empty());
+      CHECK(events.back() == Event::Error);
+      Collect ok_sink;
+      MessageDecoder ok(kind, ok_sink);
+      auto good = feed(ok, head + "5\r\nhello\r\n5\r\nhello\r\n0\r\n\r\n", step);
+      REQUIRE(good.size() == 2);
+      CHECK(good.back() == Event::MessageComplete);
+      CHECK(ok_sink.body == "hellohello");
+    }
+  }
+}
