@@ -11,6 +11,7 @@
 
 #include "config/tls_context.h"
 #include "proxy/log.h"
+#include "proxy/timeval.h"
 #include "proxy/rewrite.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
@@ -18,12 +19,6 @@
 namespace sy::proxy {
 namespace {
 
-timeval toTimeval(uint32_t ms) {
-  timeval tv{};
-  tv.tv_sec = ms / 1000;
-  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
-  return tv;
-}
 
 std::string peerText(const sockaddr* sa) {
   char buf[INET6_ADDRSTRLEN] = "";

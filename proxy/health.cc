@@ -9,6 +9,7 @@
 #include "config/openssl_ptr.h"
 
 #include "proxy/log.h"
+#include "proxy/timeval.h"
 
 namespace sy::proxy {
 
@@ -83,12 +84,6 @@ bool splitAddress(const config::SocketAddress& a, std::string& ip, uint16_t& por
   return true;
 }
 
-timeval toTimeval(uint32_t ms) {
-  timeval tv{};
-  tv.tv_sec = ms / 1000;
-  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
-  return tv;
-}
 
 }  // namespace
 

@@ -4,18 +4,13 @@
 #include <cctype>
 
 #include "proxy/log.h"
+#include "proxy/timeval.h"
 #include "proxy/splitter.h"
 #include "proxy/worker.h"
 
 namespace sy::proxy {
 namespace {
 
-timeval toTimeval(uint32_t ms) {
-  timeval tv{};
-  tv.tv_sec = ms / 1000;
-  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
-  return tv;
-}
 
 std::string lower(std::string_view s) {
   std::string out(s);

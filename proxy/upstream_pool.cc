@@ -10,20 +10,10 @@
 
 #include "config/openssl_ptr.h"
 #include "proxy/log.h"
+#include "proxy/timeval.h"
 #include "proxy/worker.h"
 
 namespace sy::proxy {
-namespace {
-
-timeval toTimeval(uint32_t ms) {
-  timeval tv{};
-  tv.tv_sec = ms / 1000;
-  tv.tv_usec = static_cast<suseconds_t>(ms % 1000) * 1000;
-  return tv;
-}
-
-}  // namespace
-
 // ---- UpstreamConn --------------------------------------------------------------------------
 
 UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev,
