@@ -135,6 +135,8 @@ DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockadd
   request_decoder_.setMaxHeadBytes(worker_.snapshot()->server.limits.max_header_bytes);
   // Plain connections write directly (flushOutputs); TLS ones through libevent, which also
   // needs the write event for the handshake.
+  // (libevent enables EV_WRITE on a new bufferevent: switch it off for direct writes.)
+  if (!tls_) bufferevent_disable(bev_.get(), EV_WRITE);
   bufferevent_enable(bev_.get(), tls_ ? EV_READ | EV_WRITE : EV_READ);
   armTimer(t.client_header_ms);
   head_timer_armed_ = true;
@@ -246,12 +248,17 @@ void DownstreamConn::onClientEvent(short events) {
     // A client that half-closes after a complete request still gets its answer. (Not over
     // TLS: there the end of the stream ends the session, and a vanished client looks the same.)
     if (state_ == State::Forwarding && request_done_ && !tls_) {
-      keep_alive_ = false;
-      return;
+      return;  // answered, with any complete requests pipelined behind it (onResponseComplete)
     }
     if (state_ == State::Closing) return;  // still flushing what we owe it
     if (state_ == State::Tunnel) {
       closeNow();
+      return;
+    }
+    // Between requests, a response just finished may still be queued: it is owed in full.
+    if (!tls_ && state_ == State::ReadingHead &&
+        evbuffer_get_length(bufferevent_get_output(bev_.get())) > 0) {
+      closeAfterFlush();
       return;
     }
   }
@@ -331,6 +338,9 @@ void DownstreamConn::processClientInput() {
     if (ev == MessageDecoder::Event::NeedMore && consumed == 0) break;
   }
   in_process_input_ = false;
+  // Half-closed and between requests: what is buffered was all answered (or is a partial
+  // request that cannot complete now).
+  if (client_eof_ && !tls_ && state_ == State::ReadingHead) closeAfterFlush();
   if (state_ == State::Closed) worker_.close(this);
 }
 
@@ -703,6 +713,9 @@ void DownstreamConn::onResponseHead() {
   }
   response_chunked_ = rw.framing == BodyFraming::Chunked;
   if (close_when_idle_) keep_alive_ = false;  // tell the client before we close
+  if (client_eof_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
+    keep_alive_ = false;  // half-closed, nothing pipelined behind: this is the last response
+  }
   rw.keep_alive = keep_alive_;
   rw.http10_client = http10;
   head_buf_.clear();
@@ -739,7 +752,8 @@ void DownstreamConn::onResponseComplete() {
     // the request body cannot be skipped safely, so the connection ends here.
     keep_alive_ = false;
   }
-  if (!keep_alive_ || client_eof_) {
+  if (!keep_alive_ ||
+      (client_eof_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0)) {
     closeAfterFlush();
     return;
   }

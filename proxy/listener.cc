@@ -52,7 +52,8 @@ std::unique_ptr<Listener> Listener::create(Worker& worker, ListenSocket socket) 
   std::unique_ptr<Listener> l(new Listener(worker, socket.address, socket.tls));
   // The evconnlistener owns the fd from here (LEV_OPT_CLOSE_ON_FREE).
   l->listener_.reset(evconnlistener_new(worker.base(), &Listener::acceptCb, l.get(),
-                                        LEV_OPT_CLOSE_ON_FREE, -1, socket.fd));
+                                        // backlog 0: already listening (with 1024)
+                                        LEV_OPT_CLOSE_ON_FREE, 0, socket.fd));
   if (!l->listener_) {
     close(socket.fd);
     SY_LOG(Error, "cannot accept on %s", socket.address.c_str());
