@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include <cinttypes>
 #include <cstdio>
 
 #include <event2/bufferevent_ssl.h>
@@ -540,7 +539,6 @@ void DownstreamConn::onRequestComplete() {
     timeval rw = toTimeval(timeouts().upstream_response_ms);
     bufferevent_set_timeouts(upstream_->bev(), &rw, &rw);
   }
-  if (upstream_ == nullptr && response_started_) finishExchange();
 }
 
 // ---- upstream events -----------------------------------------------------------------------
