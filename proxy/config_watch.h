@@ -35,6 +35,9 @@ class ConfigWatcher {
   static void onSettled(evutil_socket_t, short, void* ctx) noexcept;
 
   std::function<void()> on_change_;
+  // Entries of the watched directories whose change can change the config: the file's name,
+  // its symlink target's name, "..data" (a ConfigMap). Other files there (logs) are ignored.
+  std::vector<std::string> names_;
   int fd_ = -1;
   EventPtr read_event_;
   EventPtr settle_timer_;

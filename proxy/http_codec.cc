@@ -64,8 +64,11 @@ const char* MessageDecoder::invalidHead() const {
   int transfer_encodings = 0;
   for (const Header& h : hs) {
     if (!isToken(h.name)) return "invalid character in a field name";
-    for (char c : h.value) {
-      if (c == '\0' || c == '\r' || c == '\n') return "invalid character in a field value";
+    // NUL, CR, LF (RFC 9110 §5.5) and the other controls but HTAB: http-parser refuses them
+    // inside a value but not as its first byte, so without this a value like "\x01x" passes
+    // while "x\x01" does not, and a merged X-Forwarded-For could carry one into the middle.
+    for (unsigned char c : h.value) {
+      if ((c < 0x20 && c != '\t') || c == 0x7f) return "invalid character in a field value";
     }
     if (h.name.size() == 17 && equalsIgnoreCase(h.name, "transfer-encoding")) {
       // Only "chunked", once: any other coding (or a list ending in chunked) is something
@@ -75,6 +78,12 @@ const char* MessageDecoder::invalidHead() const {
     }
   }
   if (transfer_encodings > 1) return "repeated Transfer-Encoding";
+  // http-parser 2.9 flags any field whose name merely starts with "transfer-encoding"
+  // ("Transfer-Encodings: x") and refuses such a request only after on_headers_complete has
+  // returned, i.e. after HeadComplete (the head was routed and an upstream connection taken).
+  if (request && parser_.uses_transfer_encoding && transfer_encodings == 0) {
+    return "unsupported transfer coding";
+  }
   if (transfer_encodings > 0 && parser_.http_minor == 0) return "Transfer-Encoding in HTTP/1.0";
   return nullptr;
 }
@@ -95,6 +104,13 @@ bool MessageDecoder::addHeadBytes(size_t n) {
 bool MessageDecoder::scanHead(const char* data, size_t len) {
   for (size_t i = 0; i < len && !scan_done_; ++i) {
     const char c = data[i];
+    // A CR must start a CRLF: http-parser (not strict) takes CR + any byte as the end of the
+    // head, so "\r\n\rX" would end it where this scan does not see an empty line.
+    if (scan_cr_ && c != '\n') {
+      scan_error_ = "bare CR in the head";
+      return false;
+    }
+    scan_cr_ = c == '\r';
     if (scan_line_len_ == 0 && !scan_seen_start_ && (c == '\r' || c == '\n')) continue;
     if (c == '\n') {
       if (scan_line_len_ == 0 && scan_seen_start_) {
@@ -111,7 +127,9 @@ bool MessageDecoder::scanHead(const char* data, size_t len) {
       scan_error_ = "obs-fold (a header line starting with whitespace)";
       return false;
     }
-    if (scan_in_start_line_ && (c == '\t' || (c == ' ' && scan_prev_ == ' '))) {
+    // Controls too: http-parser (not strict) takes a form feed inside the request-target.
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (scan_in_start_line_ && (u < 0x20 || u == 0x7f || (c == ' ' && scan_prev_ == ' '))) {
       scan_error_ = "extra whitespace in the start line";
       return false;
     }
@@ -127,6 +145,7 @@ void MessageDecoder::resetScan() {
   scan_in_start_line_ = true;
   scan_line_len_ = 0;
   scan_prev_ = 0;
+  scan_cr_ = false;
 }
 
 MessageDecoder::Event MessageDecoder::decode(const char* data, size_t len, size_t& consumed) {
@@ -203,9 +222,12 @@ int MessageDecoder::onStatus(http_parser* p, const char* at, size_t len) {
 
 int MessageDecoder::onHeaderField(http_parser* p, const char* at, size_t len) {
   MessageDecoder& d = self(p);
-  if (!d.addHeadBytes(len + 4)) return 1;  // + ": " and CRLF
+  // A name may arrive in several pieces (one per decode() call it spans): ": " and CRLF are
+  // counted once per field, so the 431 decision does not depend on how the head was segmented.
+  const bool new_field = d.headers_used_ == 0 || d.last_was_value_;
+  if (!d.addHeadBytes(len + (new_field ? 4 : 0))) return 1;
   Headers& hs = d.headers();
-  if (d.headers_used_ == 0 || d.last_was_value_) {
+  if (new_field) {
     if (d.headers_used_ == hs.size()) hs.emplace_back();
     hs[d.headers_used_].name.clear();
     hs[d.headers_used_].value.clear();

@@ -112,6 +112,7 @@ class MessageDecoder {
   const char* scan_error_ = nullptr;
   size_t scan_line_len_ = 0;
   char scan_prev_ = 0;
+  bool scan_cr_ = false;  // the last byte scanned was a CR
   bool scan_done_ = false;
   bool scan_seen_start_ = false;
   bool scan_in_start_line_ = true;

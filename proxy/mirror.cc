@@ -241,6 +241,7 @@ void ShadowRequest::maybeDone() {
 Mirror::~Mirror() {
   // Drop copies still in flight before the pools they point into.
   in_flight_.clear();
+  for (auto& [cfg, pool] : pools_) pool->retire();
 }
 
 DiffLog& Mirror::diffs() { return worker_.shared().diffs; }
@@ -259,6 +260,12 @@ void Mirror::setSnapshot(const config::Snapshot& snapshot, const HealthTable& he
     }
     pools.emplace(cfg, kept ? std::move(kept)
                             : UpstreamPool::create(worker_, *cfg, health.at(cfg)));
+  }
+  // Pools the new snapshot does not keep: close their idle connections (see retire()).
+  for (auto& old_entry : pools_) {
+    bool kept = false;
+    for (const auto& entry : pools) kept = kept || entry.second == old_entry.second;
+    if (!kept) old_entry.second->retire();
   }
   pools_ = std::move(pools);
 }

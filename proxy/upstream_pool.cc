@@ -250,7 +250,7 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConn> conn, bool reusable) {
     if (server.health != nullptr) unbump(server.health->active(worker_.index()));
   }
   conn->attach(nullptr);
-  if (!reusable || worker_.draining()) {
+  if (!reusable || retired_ || worker_.draining()) {
     worker_.deferDelete(std::move(conn));
     return;
   }
@@ -269,6 +269,19 @@ void UpstreamPool::onIdleEvent(UpstreamConn& conn) {
   server.idle.erase(it);
   bufferevent_disable(owned->bev(), EV_READ | EV_WRITE);
   worker_.deferDelete(std::move(owned));
+}
+
+void UpstreamPool::retire() {
+  retired_ = true;
+  for (Server& server : servers_) {
+    // Moved out first: deleting a connection may drop the last other reference to this pool.
+    std::vector<std::unique_ptr<UpstreamConn>> idle;
+    idle.swap(server.idle);
+    for (std::unique_ptr<UpstreamConn>& conn : idle) {
+      bufferevent_disable(conn->bev(), EV_READ | EV_WRITE);
+      worker_.deferDelete(std::move(conn));
+    }
+  }
 }
 
 }  // namespace sy::proxy

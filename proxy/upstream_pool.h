@@ -111,6 +111,12 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   bool sameServers(const config::Pool& pool) const;
   // A reload kept this pool: new connections use the new snapshot's TLS context.
   void updateTls(const config::Pool& pool) { tls_ctx_ = pool.tls_ctx; }
+  // The worker dropped this pool (a reload changed its servers, or the worker is going away):
+  // idle connections are closed now, and connections still serving a request are closed when
+  // they come back instead of being kept idle. Without this the pool and its idle connections
+  // keep each other alive (UpstreamConn::pool_ is a shared_ptr): sockets stay open until the
+  // idle timeout, and whatever is idle at exit is leaked.
+  void retire();
 
  private:
   struct Server {
@@ -139,6 +145,7 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   std::string ca_file_;
   std::string sni_;
   std::vector<Server> servers_;
+  bool retired_ = false;
   size_t rr_next_ = 0;
 };
 

@@ -30,6 +30,7 @@ Worker::Worker(size_t index, SharedState& shared, Publication first)
 Worker::~Worker() {
   // Connections first: they return upstream connections to pools that must still exist.
   connections_.clear();
+  for (auto& [cfg, pool] : pools_) pool->retire();
   mirror_.reset();
   deferred_.clear();
   pools_.clear();
@@ -127,6 +128,12 @@ void Worker::setSnapshot(Publication next) {
       }
     }
     pools.emplace(&pool, kept ? std::move(kept) : UpstreamPool::create(*this, pool, health));
+  }
+  // Pools the new snapshot does not keep: close their idle connections (see retire()).
+  for (auto& old_entry : pools_) {
+    bool kept = false;
+    for (const auto& entry : pools) kept = kept || entry.second == old_entry.second;
+    if (!kept) old_entry.second->retire();
   }
   pools_ = std::move(pools);
   mirror_->setSnapshot(*next.snapshot, *next.health);

@@ -1660,9 +1660,12 @@ def run_memory_idle(hold, target_n):
                  len(socks), opened, rss0, rss1, per_idle, per_used, k, est_10k,
                  "" if len(socks) >= 10000 else
                  " (extrapolated from %d: RLIMIT_NOFILE)" % len(socks)))
-        expect(total_mb * 10000 / len(socks) < 100, "10,000 fresh idle connections ~ %.1f MB"
+        # Under AddressSanitizer (tools/sanitize) every allocation carries redzones and a
+        # quarantine, so the absolute bound applies to the normal build only.
+        bound = 400 if os.environ.get("SWITCHYARD_SANITIZE") else 100
+        expect(total_mb * 10000 / len(socks) < bound, "10,000 fresh idle connections ~ %.1f MB"
                % (total_mb * 10000 / len(socks)))
-        expect(est_10k < 100, "10,000 keep-alive idle connections ~ %.1f MB" % est_10k)
+        expect(est_10k < bound, "10,000 keep-alive idle connections ~ %.1f MB" % est_10k)
 
 
 def run_memory_inflight(hold, n):
