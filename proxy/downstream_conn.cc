@@ -9,6 +9,7 @@
 #include <event2/bufferevent_ssl.h>
 
 #include "config/tls_context.h"
+#include "proxy/buffer_decode.h"
 #include "proxy/log.h"
 #include "proxy/timeval.h"
 #include "proxy/rewrite.h"
@@ -311,12 +312,8 @@ void DownstreamConn::processClientInput() {
       armTimer(timeouts().client_header_ms);  // the first byte of a new request head
       head_timer_armed_ = true;
     }
-    evbuffer_iovec vec;
-    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
     size_t consumed = 0;
-    MessageDecoder::Event ev =
-        request_decoder_.decode(static_cast<const char*>(vec.iov_base), vec.iov_len, consumed);
-    evbuffer_drain(in, consumed);
+    const MessageDecoder::Event ev = decodeFrom(request_decoder_, in, consumed);
     switch (ev) {
       case MessageDecoder::Event::NeedMore:
         break;
@@ -618,14 +615,8 @@ void DownstreamConn::processUpstreamInput() {
       bufferevent_disable(upstream_->bev(), EV_READ);
       return;
     }
-    evbuffer* in = upstream_->input();
-    if (evbuffer_get_length(in) == 0) return;
-    evbuffer_iovec vec;
-    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) return;
     size_t consumed = 0;
-    MessageDecoder::Event ev =
-        response_decoder_.decode(static_cast<const char*>(vec.iov_base), vec.iov_len, consumed);
-    evbuffer_drain(in, consumed);
+    const MessageDecoder::Event ev = decodeFrom(response_decoder_, upstream_->input(), consumed);
     switch (ev) {
       case MessageDecoder::Event::NeedMore:
         if (consumed == 0) return;

@@ -150,6 +150,8 @@ void MessageDecoder::resetScan() {
 
 MessageDecoder::Event MessageDecoder::decode(const char* data, size_t len, size_t& consumed) {
   consumed = 0;
+  // http-parser reads a zero-length buffer as the end of the stream; that is finish()'s job.
+  if (len == 0) return Event::NeedMore;
   if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
   if (HTTP_PARSER_ERRNO(&parser_) != HPE_OK) return Event::Error;
   if (scan_error_ != nullptr || !scanHead(data, len)) return Event::Error;

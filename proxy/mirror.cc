@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "proxy/buffer_decode.h"
 #include "proxy/log.h"
 #include "proxy/timeval.h"
 #include "proxy/splitter.h"
@@ -162,12 +163,8 @@ void ShadowRequest::onUpstreamEvent(short events) {
 void ShadowRequest::onUpstreamRead() {
   evbuffer* in = conn_->input();
   while (!shadow_done_ && evbuffer_get_length(in) > 0) {
-    evbuffer_iovec vec;
-    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) return;
     size_t consumed = 0;
-    MessageDecoder::Event ev =
-        decoder_.decode(static_cast<const char*>(vec.iov_base), vec.iov_len, consumed);
-    evbuffer_drain(in, consumed);
+    const MessageDecoder::Event ev = decodeFrom(decoder_, in, consumed);
     switch (ev) {
       case MessageDecoder::Event::NeedMore:
         if (consumed == 0) return;

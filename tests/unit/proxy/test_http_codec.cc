@@ -221,3 +221,15 @@ TEST_CASE("chunk data must be followed by CRLF (http-parser alone does not check
     }
   }
 }
+
+TEST_CASE("an empty buffer is not the end of the stream") {
+  // http-parser reads len 0 as EOF, which completes a close-delimited body; only finish() may.
+  Collect sink;
+  MessageDecoder d(MessageDecoder::Kind::Response, sink);
+  auto ev = feed(d, "HTTP/1.1 200 OK\r\n\r\npartial");
+  REQUIRE(ev.size() == 1);
+  size_t consumed = 1;
+  CHECK(d.decode("", 0, consumed) == Event::NeedMore);
+  CHECK(consumed == 0);
+  CHECK(d.finish() == Event::MessageComplete);
+}
