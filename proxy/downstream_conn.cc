@@ -20,21 +20,6 @@ namespace sy::proxy {
 namespace {
 
 
-std::string peerText(const sockaddr* sa) {
-  char buf[INET6_ADDRSTRLEN] = "";
-  if (sa->sa_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof(buf));
-  } else if (sa->sa_family == AF_INET6) {
-    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr;
-    if (IN6_IS_ADDR_V4MAPPED(&a)) {
-      inet_ntop(AF_INET, &a.s6_addr[12], buf, sizeof(buf));
-    } else {
-      inet_ntop(AF_INET6, &a, buf, sizeof(buf));
-    }
-  }
-  return buf;
-}
-
 // RFC 3986 authority characters (reg-name, IP-literal, port); no userinfo, path or spaces.
 bool validAuthority(std::string_view host) {
   if (host.empty()) return false;
@@ -121,8 +106,8 @@ DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockadd
       bev_(std::move(bev)),
       tls_(tls),
       timer_(evtimer_new(worker.base(), &DownstreamConn::timerCb, this)),
-      client_ip_(peerText(peer)),
-      client_addr_(clientIpFromSockaddr(peer)) {
+      client_addr_(clientIpFromSockaddr(peer)),
+      client_ip_(clientIpText(client_addr_)) {
   worker_.shared().client_connections.fetch_add(1, std::memory_order_relaxed);
   bufferevent_setcb(bev_.get(), &clientReadCb, &clientWriteCb, &clientEventCb, this);
   // Bounded input: pipelined requests beyond this wait in the kernel.

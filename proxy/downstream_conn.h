@@ -144,8 +144,8 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   MessageDecoder response_decoder_{MessageDecoder::Kind::Response, response_body_};
   std::string listener_address_;
   config::SnapshotConstSharedPtr tls_snapshot_;  // TLS: owns the ServerTls the SNI callback uses
-  std::string client_ip_;
   ClientIp client_addr_;
+  std::string client_ip_;  // client_addr_ as text (X-Forwarded-For, logs)
   State state_ = State::ReadingHead;
   bool in_process_input_ = false;
   bool head_timer_armed_ = false;

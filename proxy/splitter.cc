@@ -122,12 +122,6 @@ bool cidrContains(const config::Cidr& net, const ClientIp& ip) {
   return (net.addr[whole] & mask) == (ip.bytes[whole] & mask);
 }
 
-std::string clientIpText(const ClientIp& ip) {
-  char buf[INET6_ADDRSTRLEN];
-  const char* ok = isMappedV4(ip) ? inet_ntop(AF_INET, ip.bytes.data() + 12, buf, sizeof(buf))
-                                  : inet_ntop(AF_INET6, ip.bytes.data(), buf, sizeof(buf));
-  return ok ? std::string(buf) : std::string();
-}
 
 void appendHex(std::string& out, uint64_t v) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -183,6 +177,13 @@ std::string_view trimOws(std::string_view s) {
 }
 
 }  // namespace
+
+std::string clientIpText(const ClientIp& ip) {
+  char buf[INET6_ADDRSTRLEN];
+  const char* ok = isMappedV4(ip) ? inet_ntop(AF_INET, ip.bytes.data() + 12, buf, sizeof(buf))
+                                  : inet_ntop(AF_INET6, ip.bytes.data(), buf, sizeof(buf));
+  return ok ? std::string(buf) : std::string();
+}
 
 ClientIp clientIpFromSockaddr(const sockaddr* sa) {
   ClientIp ip;

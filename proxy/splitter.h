@@ -21,6 +21,8 @@ struct ClientIp {
   std::array<uint8_t, 16> bytes{};
 };
 ClientIp clientIpFromSockaddr(const sockaddr* sa);
+// The address as text: dotted quad for IPv4 (mapped or not), RFC 5952 form for IPv6.
+std::string clientIpText(const ClientIp& ip);
 
 struct SplitDecision {
   enum class Reason : uint8_t {

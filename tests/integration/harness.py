@@ -393,6 +393,20 @@ class Env:
         return True  # the failure was recorded; Cases.exit() sets the exit code
 
 
+def run_against_one_upstream(cases, state):
+    """The common set-up: one echo upstream "blue" (state.blue) behind one catch-all route,
+    the proxy in state.env; runs the cases and exits with their result."""
+    with Env(cases) as env:
+        state.env = env
+        state.blue = env.upstream("blue")
+        env.start_proxy(config_doc(
+            free_port(),
+            pools={"blue": [state.blue.addr]},
+            routes=[route("app", {"blue": "blue"}, {"blue": 100})]))
+        cases.run()
+    cases.exit()
+
+
 class Cases:
     """Registers and runs named cases, one output line each; exit() is non-zero on failure."""
 

@@ -6,8 +6,8 @@ import threading
 import uuid
 from types import SimpleNamespace
 
-from harness import Cases, Env, build_request, config_doc, encode_chunked, eq, expect, \
-    free_port, route, sha256
+from harness import build_request, Cases, encode_chunked, eq, expect, run_against_one_upstream, \
+    sha256
 
 cases = Cases("bodies")
 S = SimpleNamespace()
@@ -115,15 +115,7 @@ def _():
 
 
 def main():
-    with Env(cases) as env:
-        S.env = env
-        S.blue = env.upstream("blue")
-        env.start_proxy(config_doc(
-            free_port(),
-            pools={"blue": [S.blue.addr]},
-            routes=[route("app", {"blue": "blue"}, {"blue": 100})]))
-        cases.run()
-    cases.exit()
+    run_against_one_upstream(cases, S)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ import threading
 import uuid
 from types import SimpleNamespace
 
-from harness import Cases, Env, HOST, build_request, config_doc, eq, expect, free_port, \
-    header_of, route
+from harness import build_request, Cases, eq, expect, header_of, run_against_one_upstream
 
 cases = Cases("connections")
 S = SimpleNamespace()
@@ -147,15 +146,7 @@ def _():
 
 
 def main():
-    with Env(cases) as env:
-        S.env = env
-        S.blue = env.upstream("blue")
-        env.start_proxy(config_doc(
-            free_port(),
-            pools={"blue": [S.blue.addr]},
-            routes=[route("app", {"blue": "blue"}, {"blue": 100})]))
-        cases.run()
-    cases.exit()
+    run_against_one_upstream(cases, S)
 
 
 if __name__ == "__main__":

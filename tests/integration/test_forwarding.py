@@ -4,8 +4,8 @@
 import uuid
 from types import SimpleNamespace
 
-from harness import (Cases, Env, HOST, config_doc, eq, expect, free_port, header_names,
-                     header_of, pattern_bytes, route)
+from harness import Cases, eq, expect, header_names, header_of, HOST, pattern_bytes, \
+    run_against_one_upstream
 
 cases = Cases("forwarding")
 S = SimpleNamespace()
@@ -190,15 +190,7 @@ def _():
 
 
 def main():
-    with Env(cases) as env:
-        S.env = env
-        S.blue = env.upstream("blue")
-        env.start_proxy(config_doc(
-            free_port(),
-            pools={"blue": [S.blue.addr]},
-            routes=[route("app", {"blue": "blue"}, {"blue": 100})]))
-        cases.run()
-    cases.exit()
+    run_against_one_upstream(cases, S)
 
 
 if __name__ == "__main__":
