@@ -169,7 +169,11 @@ void flushDirect(bufferevent* bev) {
   // event again would restart its write timeout (a client that never reads would never time
   // out while other events keep coming).
   if (bufferevent_get_enabled(bev) & EV_WRITE) return;
+  // A socket bufferevent keeps the front of its output frozen outside its own write callback;
+  // without the unfreeze, evbuffer_write refuses (-1) and every write would wait for EPOLLOUT.
+  evbuffer_unfreeze(out, 1);
   evbuffer_write(out, bufferevent_getfd(bev));
+  evbuffer_freeze(out, 1);
   // Left over (a full socket buffer) or failed (the error surfaces through libevent's write).
   if (evbuffer_get_length(out) > 0) bufferevent_enable(bev, EV_WRITE);
 }
