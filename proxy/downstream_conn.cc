@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <cstdio>
 
@@ -11,7 +10,6 @@
 #include "config/tls_context.h"
 #include "proxy/buffer_decode.h"
 #include "proxy/log.h"
-#include "proxy/timeval.h"
 #include "proxy/rewrite.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
@@ -71,58 +69,49 @@ std::unique_ptr<DownstreamConn> DownstreamConn::create(Worker& worker, evutil_so
                                                        const sockaddr* peer,
                                                        const std::string& listener_address,
                                                        const config::ServerTls* tls) {
-  BufferEventPtr bev;
+  std::unique_ptr<Stream> stream;
   if (tls != nullptr) {
     config::SslPtr ssl(SSL_new(tls->defaultContext()));
+    BufferEventPtr bev;
     if (ssl) {
       // The bufferevent owns the SSL and the fd from here (BEV_OPT_CLOSE_ON_FREE).
       bev.reset(bufferevent_openssl_socket_new(worker.base(), fd, ssl.get(),
                                                BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
       if (bev) ssl.release();
     }
+    if (!bev) {
+      evutil_closesocket(fd);
+      return nullptr;
+    }
     // Most clients close without a close_notify; that is the end of the stream, not an error.
-    if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+    bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+    stream = std::make_unique<TlsStream>(std::move(bev));
   } else {
-    // The bufferevent owns the fd from here (BEV_OPT_CLOSE_ON_FREE).
-    bev.reset(bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE));
+    stream = PlainStream::accepted(worker.base(), fd);  // owns the fd from here, even if null
+    if (!stream) return nullptr;
   }
-  if (!bev) {
-    evutil_closesocket(fd);
-    return nullptr;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  std::unique_ptr<DownstreamConn> conn(
-      new DownstreamConn(worker, std::move(bev), peer, tls != nullptr));
-  if (!conn->timer_) return nullptr;
+  std::unique_ptr<DownstreamConn> conn(new DownstreamConn(worker, std::move(stream), peer));
+  if (!conn->timer_.ok()) return nullptr;
   conn->listener_address_ = listener_address;
   // The SNI callback reads the snapshot's ServerTls: keep it alive as long as this connection.
   if (tls != nullptr) conn->tls_snapshot_ = worker.snapshot();
   return conn;
 }
 
-DownstreamConn::DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer, bool tls)
+DownstreamConn::DownstreamConn(Worker& worker, std::unique_ptr<Stream> client,
+                               const sockaddr* peer)
     : worker_(worker),
-      bev_(std::move(bev)),
-      tls_(tls),
-      timer_(evtimer_new(worker.base(), &DownstreamConn::timerCb, this)),
+      client_(std::move(client)),
+      tls_(client_->tls()),
+      timer_(worker.base(), &DownstreamConn::timerCb, this),
       client_addr_(clientIpFromSockaddr(peer)),
       client_ip_(clientIpText(client_addr_)) {
   worker_.shared().client_connections.fetch_add(1, std::memory_order_relaxed);
-  bufferevent_setcb(bev_.get(), &clientReadCb, &clientWriteCb, &clientEventCb, this);
-  // Bounded input: pipelined requests beyond this wait in the kernel.
-  bufferevent_setwatermark(bev_.get(), EV_READ, 0, kHighWater);
-  bufferevent_setwatermark(bev_.get(), EV_WRITE, kLowWater, 0);
+  client_->setHandler(this);
   const config::Timeouts& t = timeouts();
-  timeval idle = toTimeval(t.client_idle_ms);
   // Read timeout: a client that stops sending mid-body; write timeout: one that stops reading.
-  bufferevent_set_timeouts(bev_.get(), &idle, &idle);
+  client_->setTimeouts(t.client_idle_ms, t.client_idle_ms);
   request_decoder_.setMaxHeadBytes(worker_.snapshot()->server.limits.max_header_bytes);
-  // Plain connections write directly (flushOutputs); TLS ones through libevent, which also
-  // needs the write event for the handshake.
-  // (libevent enables EV_WRITE on a new bufferevent: switch it off for direct writes.)
-  if (!tls_) bufferevent_disable(bev_.get(), EV_WRITE);
-  bufferevent_enable(bev_.get(), tls_ ? EV_READ | EV_WRITE : EV_READ);
   armTimer(t.client_header_ms);
   head_timer_armed_ = true;
 }
@@ -135,56 +124,31 @@ const config::Timeouts& DownstreamConn::timeouts() const {
   return snapshot_ ? snapshot_->server.timeouts : worker_.snapshot()->server.timeouts;
 }
 
-// ---- libevent trampolines ------------------------------------------------------------------
+// ---- callbacks ----------------------------------------------------------------------------
 
-void DownstreamConn::clientReadCb(bufferevent*, void* ctx) noexcept {
-  auto* c = static_cast<DownstreamConn*>(ctx);
-  FlushOnExit flush(*c);
-  c->onClientRead();
+void DownstreamConn::onStreamRead() {
+  FlushOnExit flush(*this);
+  onClientRead();
 }
-void DownstreamConn::clientWriteCb(bufferevent*, void* ctx) noexcept {
-  auto* c = static_cast<DownstreamConn*>(ctx);
-  FlushOnExit flush(*c);
-  c->onClientWrite();
+void DownstreamConn::onStreamWrite() {
+  FlushOnExit flush(*this);
+  onClientWrite();
 }
-void DownstreamConn::clientEventCb(bufferevent*, short events, void* ctx) noexcept {
-  auto* c = static_cast<DownstreamConn*>(ctx);
-  FlushOnExit flush(*c);
-  c->onClientEvent(events);
+void DownstreamConn::onStreamEvent(short events) {
+  FlushOnExit flush(*this);
+  onClientEvent(events);
 }
-void DownstreamConn::timerCb(evutil_socket_t, short, void* ctx) noexcept {
+void DownstreamConn::timerCb(void* ctx) noexcept {
   auto* c = static_cast<DownstreamConn*>(ctx);
   FlushOnExit flush(*c);
   c->onTimer();
 }
 
-namespace {
-
-// One write(2) of what is queued; whatever the kernel does not take is left to libevent, which
-// then needs its write event. TLS bufferevents always write through libevent.
-void flushDirect(bufferevent* bev) {
-  evbuffer* out = bufferevent_get_output(bev);
-  if (evbuffer_get_length(out) == 0) return;
-  // Already waiting for the socket to drain: libevent writes when it can, and enabling the
-  // event again would restart its write timeout (a client that never reads would never time
-  // out while other events keep coming).
-  if (bufferevent_get_enabled(bev) & EV_WRITE) return;
-  // A socket bufferevent keeps the front of its output frozen outside its own write callback;
-  // without the unfreeze, evbuffer_write refuses (-1) and every write would wait for EPOLLOUT.
-  evbuffer_unfreeze(out, 1);
-  evbuffer_write(out, bufferevent_getfd(bev));
-  evbuffer_freeze(out, 1);
-  // Left over (a full socket buffer) or failed (the error surfaces through libevent's write).
-  if (evbuffer_get_length(out) > 0) bufferevent_enable(bev, EV_WRITE);
-}
-
-}  // namespace
-
 void DownstreamConn::flushOutputs() {
   if (state_ == State::Closed) return;
-  if (!tls_) flushDirect(bev_.get());
-  if (upstream_ && upstream_->connected() && !upstream_->tls()) flushDirect(upstream_->bev());
-  if (state_ == State::Closing && evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0) {
+  client_->flush();
+  if (upstream_) upstream_->stream().flush();
+  if (state_ == State::Closing && evbuffer_get_length(client_->output()) == 0) {
     closeNow();
   }
 }
@@ -200,16 +164,14 @@ void DownstreamConn::onClientRead() {
 }
 
 void DownstreamConn::onClientWrite() {
-  evbuffer* out = bufferevent_get_output(bev_.get());
-  // Drained: back to writing directly (flushOutputs) until the socket buffer fills again.
-  if (!tls_ && evbuffer_get_length(out) == 0) bufferevent_disable(bev_.get(), EV_WRITE);
+  evbuffer* out = client_->output();
   if (state_ == State::Closing) {
     if (evbuffer_get_length(out) == 0) closeNow();
     return;
   }
   if (upstream_paused_ && upstream_ && evbuffer_get_length(out) <= kLowWater) {
     upstream_paused_ = false;
-    bufferevent_enable(upstream_->bev(), EV_READ);
+    upstream_->stream().enableRead();
     if (state_ == State::Tunnel) {
       pumpTunnel();
     } else {
@@ -224,7 +186,7 @@ void DownstreamConn::onClientEvent(short events) {
     // A read timeout while the request is complete only means the upstream is slow; that has
     // its own timeout. Keep listening for the client's EOF.
     if ((events & BEV_EVENT_READING) && state_ == State::Forwarding && request_done_) {
-      bufferevent_enable(bev_.get(), EV_READ);
+      client_->enableRead();
       return;
     }
     SY_LOG(Debug, "client %s: %s timeout", client_ip_.c_str(),
@@ -246,7 +208,7 @@ void DownstreamConn::onClientEvent(short events) {
     }
     // Between requests, a response just finished may still be queued: it is owed in full.
     if (!tls_ && state_ == State::ReadingHead &&
-        evbuffer_get_length(bufferevent_get_output(bev_.get())) > 0) {
+        evbuffer_get_length(client_->output()) > 0) {
       closeAfterFlush();
       return;
     }
@@ -257,7 +219,7 @@ void DownstreamConn::onClientEvent(short events) {
 void DownstreamConn::onTimer() {
   if (state_ == State::ReadingHead) {
     bool partial = !request_decoder_.idle() ||
-                   evbuffer_get_length(bufferevent_get_input(bev_.get())) > 0;
+                   evbuffer_get_length(client_->input()) > 0;
     if (partial && head_timer_armed_) {
       // The head did not arrive in client_header_ms (slowloris): answer 408 and close.
       head_buf_.clear();
@@ -275,7 +237,7 @@ void DownstreamConn::onTimer() {
 void DownstreamConn::closeWhenIdle() {
   close_when_idle_ = true;
   if (state_ == State::ReadingHead && request_decoder_.idle() &&
-      evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
+      evbuffer_get_length(client_->input()) == 0) {
     closeNow();
   }
 }
@@ -285,14 +247,14 @@ void DownstreamConn::closeWhenIdle() {
 void DownstreamConn::processClientInput() {
   if (in_process_input_) return;
   in_process_input_ = true;
-  evbuffer* in = bufferevent_get_input(bev_.get());
+  evbuffer* in = client_->input();
   while (state_ == State::ReadingHead || state_ == State::Discarding ||
          (state_ == State::Forwarding && !request_done_)) {
     if (state_ == State::Forwarding && upstreamBackpressured()) {
       // The upstream reads slower than the client sends: stop reading the client until the
       // upstream's buffer drains (onUpstreamWrite).
       client_paused_ = true;
-      bufferevent_disable(bev_.get(), EV_READ);
+      client_->disableRead();
       break;
     }
     size_t avail = evbuffer_get_length(in);
@@ -428,8 +390,6 @@ bool DownstreamConn::connectUpstream(int exclude_server) {
   const size_t previous_head_len = upstream_head_len_;
   upstream_ = std::move(conn);
   upstream_->attach(this);
-  bufferevent_setwatermark(upstream_->bev(), EV_READ, 0, kHighWater);
-  bufferevent_setwatermark(upstream_->bev(), EV_WRITE, kLowWater, 0);
   writeUpstreamHead();  // rebuilt: after a failover it names another variant
   if (previous) {
     // A retry: nothing reached the failed server, so the body read so far, queued after the
@@ -440,12 +400,9 @@ bool DownstreamConn::connectUpstream(int exclude_server) {
     previous->pool().release(std::move(previous), false);
   }
   if (upstream_->connected()) {
-    timeval rw = toTimeval(timeouts().upstream_response_ms);
-    bufferevent_set_timeouts(upstream_->bev(), request_done_ ? &rw : nullptr, &rw);
+    const uint32_t ms = timeouts().upstream_response_ms;
+    upstream_->stream().setTimeouts(request_done_ ? ms : 0, ms);
   }
-  // A connect in progress needs the write event; a connected plain socket is written directly.
-  bufferevent_enable(upstream_->bev(),
-                     upstream_->connected() && !upstream_->tls() ? EV_READ : EV_READ | EV_WRITE);
   response_decoder_.reset();
   response_decoder_.setHeadRequest(request_decoder_.request().method == "HEAD");
   response_decoder_.setMaxHeadBytes(snapshot_->server.limits.max_header_bytes);
@@ -522,8 +479,8 @@ void DownstreamConn::onRequestComplete() {
   }
   if (shadow_ != nullptr) shadow_->requestComplete();
   if (upstream_ && upstream_->connected()) {
-    timeval rw = toTimeval(timeouts().upstream_response_ms);
-    bufferevent_set_timeouts(upstream_->bev(), &rw, &rw);
+    const uint32_t ms = timeouts().upstream_response_ms;
+    upstream_->stream().setTimeouts(ms, ms);
   }
 }
 
@@ -540,12 +497,9 @@ void DownstreamConn::onUpstreamRead() {
 
 void DownstreamConn::onUpstreamWrite() {
   FlushOnExit flush(*this);
-  if (upstream_ && !upstream_->tls() && evbuffer_get_length(upstream_->output()) == 0) {
-    bufferevent_disable(upstream_->bev(), EV_WRITE);
-  }
   if (client_paused_ && upstream_ && evbuffer_get_length(upstream_->output()) <= kLowWater) {
     client_paused_ = false;
-    bufferevent_enable(bev_.get(), EV_READ);
+    client_->enableRead();
     if (state_ == State::Tunnel) {
       pumpTunnel();
     } else {
@@ -558,10 +512,8 @@ void DownstreamConn::onUpstreamEvent(short events) {
   FlushOnExit flush(*this);
   if (events & BEV_EVENT_CONNECTED) {
     upstream_->setConnected();
-    int one = 1;
-    setsockopt(bufferevent_getfd(upstream_->bev()), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    timeval rw = toTimeval(timeouts().upstream_response_ms);
-    bufferevent_set_timeouts(upstream_->bev(), request_done_ ? &rw : nullptr, &rw);
+    const uint32_t ms = timeouts().upstream_response_ms;
+    upstream_->stream().setTimeouts(request_done_ ? ms : 0, ms);
     return;
   }
   if (!upstream_->connected()) {
@@ -601,7 +553,7 @@ void DownstreamConn::processUpstreamInput() {
       // The client reads slower than the upstream sends: stop reading the upstream until the
       // client's buffer drains (onClientWrite).
       upstream_paused_ = true;
-      bufferevent_disable(upstream_->bev(), EV_READ);
+      upstream_->stream().disableRead();
       return;
     }
     size_t consumed = 0;
@@ -691,7 +643,7 @@ void DownstreamConn::onResponseHead() {
   }
   response_chunked_ = rw.framing == BodyFraming::Chunked;
   if (close_when_idle_) keep_alive_ = false;  // tell the client before we close
-  if (client_eof_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0) {
+  if (client_eof_ && evbuffer_get_length(client_->input()) == 0) {
     keep_alive_ = false;  // half-closed, nothing pipelined behind: this is the last response
   }
   rw.keep_alive = keep_alive_;
@@ -706,7 +658,7 @@ void DownstreamConn::onResponseBody(std::string_view data) {
   if (interim_response_) return;
   if (shadow_ != nullptr) shadow_->primaryResponseBody(data);
   bytes_out_ += data.size();
-  evbuffer* out = bufferevent_get_output(bev_.get());
+  evbuffer* out = client_->output();
   if (response_chunked_) {
     addChunk(out, data);
   } else {
@@ -731,7 +683,7 @@ void DownstreamConn::onResponseComplete() {
     keep_alive_ = false;
   }
   if (!keep_alive_ ||
-      (client_eof_ && evbuffer_get_length(bufferevent_get_input(bev_.get())) == 0)) {
+      (client_eof_ && evbuffer_get_length(client_->input()) == 0)) {
     closeAfterFlush();
     return;
   }
@@ -743,17 +695,17 @@ void DownstreamConn::startTunnel() {
   recordOutcome(101);
   disarmTimer();
   // No timeouts on a tunnel beyond the idle ones: a WebSocket may stay quiet for long.
-  timeval idle = toTimeval(timeouts().client_idle_ms);
-  bufferevent_set_timeouts(upstream_->bev(), &idle, &idle);
-  bufferevent_enable(bev_.get(), EV_READ);
-  bufferevent_enable(upstream_->bev(), EV_READ);
+  const uint32_t idle = timeouts().client_idle_ms;
+  upstream_->stream().setTimeouts(idle, idle);
+  client_->enableRead();
+  upstream_->stream().enableRead();
   pumpTunnel();
 }
 
 void DownstreamConn::pumpTunnel() {
   if (!upstream_) return;
-  evbuffer* client_in = bufferevent_get_input(bev_.get());
-  evbuffer* client_out = bufferevent_get_output(bev_.get());
+  evbuffer* client_in = client_->input();
+  evbuffer* client_out = client_->output();
   if (evbuffer_get_length(upstream_->input()) > 0) {
     evbuffer_add_buffer(client_out, upstream_->input());
   }
@@ -762,11 +714,11 @@ void DownstreamConn::pumpTunnel() {
   }
   if (clientBackpressured()) {
     upstream_paused_ = true;
-    bufferevent_disable(upstream_->bev(), EV_READ);
+    upstream_->stream().disableRead();
   }
   if (upstreamBackpressured()) {
     client_paused_ = true;
-    bufferevent_disable(bev_.get(), EV_READ);
+    client_->disableRead();
   }
 }
 
@@ -866,7 +818,7 @@ void DownstreamConn::releaseUpstream(bool reusable) {
   upstream_paused_ = false;
   if (client_paused_) {
     client_paused_ = false;
-    bufferevent_enable(bev_.get(), EV_READ);
+    client_->enableRead();
   }
   UpstreamPool& pool = upstream_->pool();
   pool.release(std::move(upstream_), reusable);
@@ -932,8 +884,8 @@ void DownstreamConn::closeAfterFlush() {
   state_ = State::Closing;
   releaseUpstream(false);
   detachShadow(false);
-  bufferevent_disable(bev_.get(), EV_READ);
-  if (evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0) {
+  client_->disableRead();
+  if (evbuffer_get_length(client_->output()) == 0) {
     closeNow();
     return;
   }
@@ -947,25 +899,21 @@ void DownstreamConn::closeNow() {
   releaseUpstream(false);
   detachShadow(false);
   disarmTimer();
-  bufferevent_disable(bev_.get(), EV_READ | EV_WRITE);
-  bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
+  client_->setHandler(nullptr);
   if (!in_process_input_) worker_.close(this);
 }
 
-void DownstreamConn::armTimer(uint32_t ms) {
-  timeval tv = toTimeval(ms);
-  evtimer_add(timer_.get(), &tv);
-}
+void DownstreamConn::armTimer(uint32_t ms) { timer_.setDeadline(LazyTimer::nowMs() + ms); }
 
-void DownstreamConn::disarmTimer() { evtimer_del(timer_.get()); }
+void DownstreamConn::disarmTimer() { timer_.cancel(); }
 
 void DownstreamConn::writeToClient(std::string_view data) {
   bytes_out_ += data.size();
-  bufferevent_write(bev_.get(), data.data(), data.size());
+  evbuffer_add(client_->output(), data.data(), data.size());
 }
 
 bool DownstreamConn::clientBackpressured() const {
-  return evbuffer_get_length(bufferevent_get_output(bev_.get())) > kHighWater;
+  return evbuffer_get_length(client_->output()) > kHighWater;
 }
 
 bool DownstreamConn::upstreamBackpressured() const {

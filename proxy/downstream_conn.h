@@ -27,14 +27,15 @@ namespace sy::proxy {
 
 class Worker;
 
-class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
+class DownstreamConn : public Deferrable, private UpstreamConn::Owner, private Stream::Handler {
  public:
-  // Bounds on what is buffered per direction: above kHighWater the producing side stops
-  // reading until the consuming side drains below kLowWater (libevent's le-proxy pattern).
-  static constexpr size_t kHighWater = 256 * 1024;
-  static constexpr size_t kLowWater = 64 * 1024;
+  // Bounds on what is buffered per direction: above kHighWater of output the producing side
+  // stops reading until the output drains to kLowWater (libevent's le-proxy pattern); the
+  // same bounds as a Stream's own input.
+  static constexpr size_t kHighWater = Stream::kReadHighWater;
+  static constexpr size_t kLowWater = Stream::kWriteLowWater;
 
-  // Takes `fd` (accepted, non-blocking). Null if the bufferevent could not be made (the fd is
+  // Takes `fd` (accepted, non-blocking). Null if the stream could not be made (the fd is
   // closed then).
   // With `tls`, the connection starts with a TLS handshake (server side).
   static std::unique_ptr<DownstreamConn> create(Worker& worker, evutil_socket_t fd,
@@ -72,12 +73,13 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
     DownstreamConn& conn;
   };
 
-  DownstreamConn(Worker& worker, BufferEventPtr bev, const sockaddr* peer, bool tls);
+  DownstreamConn(Worker& worker, std::unique_ptr<Stream> client, const sockaddr* peer);
 
-  static void clientReadCb(bufferevent*, void* ctx) noexcept;
-  static void clientWriteCb(bufferevent*, void* ctx) noexcept;
-  static void clientEventCb(bufferevent*, short events, void* ctx) noexcept;
-  static void timerCb(evutil_socket_t, short, void* ctx) noexcept;
+  // The client stream's callbacks (each ends with FlushOnExit).
+  void onStreamRead() override;
+  void onStreamWrite() override;
+  void onStreamEvent(short events) override;
+  static void timerCb(void* ctx) noexcept;
 
   void onClientRead();
   void onClientWrite();
@@ -121,9 +123,8 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   void armTimer(uint32_t ms);
   void disarmTimer();
   void writeToClient(std::string_view data);
-  // Sends what the callback queued, with one write per side, instead of arming libevent's
-  // write events (two epoll_ctl calls and a loop iteration per response). Only what the
-  // kernel does not take at once is left to libevent. Runs at the end of every callback.
+  // Sends what the callback queued, with one write per side (Stream::flush). Runs at the end
+  // of every callback.
   void flushOutputs();
   struct FlushOnExit {
     explicit FlushOnExit(DownstreamConn& c) : conn(c) {}
@@ -135,9 +136,11 @@ class DownstreamConn : public Deferrable, private UpstreamConn::Owner {
   const config::Timeouts& timeouts() const;
 
   Worker& worker_;
-  BufferEventPtr bev_;
-  bool tls_;  // bev_ is a bufferevent_openssl
-  EventPtr timer_;
+  std::unique_ptr<Stream> client_;
+  bool tls_;  // client_ is a TlsStream
+  // Head and keep-alive idle timeouts (armTimer). Lazy: re-arming it for every request costs
+  // no event_add unless the new deadline is earlier.
+  LazyTimer timer_;
   RequestBody request_body_{*this};
   ResponseBody response_body_{*this};
   MessageDecoder request_decoder_{MessageDecoder::Kind::Request, request_body_};

@@ -5,7 +5,6 @@
 
 #include "proxy/buffer_decode.h"
 #include "proxy/log.h"
-#include "proxy/timeval.h"
 #include "proxy/splitter.h"
 #include "proxy/worker.h"
 
@@ -106,15 +105,17 @@ void ShadowRequest::requestBody(std::string_view data) {
   } else {
     evbuffer_add(out, data.data(), data.size());
   }
+  conn_->stream().flush();
 }
 
 void ShadowRequest::requestComplete() {
   request_complete_ = true;
   if (shadow_done_ || !conn_) return;
   if (chunked_) evbuffer_add(conn_->output(), kLastChunk.data(), kLastChunk.size());
+  conn_->stream().flush();
   if (conn_->connected()) {
-    timeval tv = toTimeval(snapshot_->server.timeouts.upstream_response_ms);
-    bufferevent_set_timeouts(conn_->bev(), &tv, &tv);
+    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
+    conn_->stream().setTimeouts(ms, ms);
   }
 }
 
@@ -141,8 +142,8 @@ void ShadowRequest::primaryAborted() {
 void ShadowRequest::onUpstreamEvent(short events) {
   if (events & BEV_EVENT_CONNECTED) {
     conn_->setConnected();
-    timeval tv = toTimeval(snapshot_->server.timeouts.upstream_response_ms);
-    bufferevent_set_timeouts(conn_->bev(), request_complete_ ? &tv : nullptr, &tv);
+    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
+    conn_->stream().setTimeouts(request_complete_ ? ms : 0, ms);
     return;
   }
   if (!conn_->connected()) {
@@ -314,11 +315,12 @@ ShadowRequest* Mirror::start(const ShadowStart& s) {
   appendUpstreamRequestHead(head, s.head, rw);
   UpstreamConn& c = *req->conn_;
   evbuffer_add(c.output(), head.data(), head.size());
-  bufferevent_enable(c.bev(), EV_READ | EV_WRITE);
+  c.stream().enableRead();
+  c.stream().flush();  // a connect in progress sends it once connected
   req->request_complete_ = s.rewrite.framing == BodyFraming::None;
   if (c.connected()) {  // a reused keep-alive connection
-    timeval tv = toTimeval(s.snapshot->server.timeouts.upstream_response_ms);
-    bufferevent_set_timeouts(c.bev(), req->request_complete_ ? &tv : nullptr, &tv);
+    const uint32_t ms = s.snapshot->server.timeouts.upstream_response_ms;
+    c.stream().setTimeouts(req->request_complete_ ? ms : 0, ms);
   }
   ++counters.in_flight;
   counters.record(ShadowResult::Sent);

@@ -10,70 +10,48 @@
 
 #include "config/openssl_ptr.h"
 #include "proxy/log.h"
-#include "proxy/timeval.h"
 #include "proxy/worker.h"
 
 namespace sy::proxy {
 // ---- UpstreamConn --------------------------------------------------------------------------
 
-UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev,
-                           bool tls)
-    : pool_(std::move(pool)), server_(server), bev_(std::move(bev)), tls_(tls) {
-  bufferevent_setcb(bev_.get(), &readCb, &writeCb, &eventCb, this);
+UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server,
+                           std::unique_ptr<Stream> stream)
+    : pool_(std::move(pool)), server_(server), stream_(std::move(stream)) {
+  stream_->setHandler(this);
   pool_->worker().shared().upstream_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
 UpstreamConn::~UpstreamConn() {
-  if (bev_) bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
+  stream_->setHandler(nullptr);
   pool_->worker().shared().upstream_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 const config::SocketAddress& UpstreamConn::address() const { return pool_->address(server_); }
 
 std::string UpstreamConn::describeFailure(short events) const {
-  if (tls_) {
-    std::string reasons;
-    while (unsigned long e = bufferevent_get_openssl_error(bev_.get())) {
-      if (ERR_GET_LIB(e) == 0) continue;  // libevent also queues plain errno values here
-      char buf[256];
-      ERR_error_string_n(e, buf, sizeof(buf));
-      if (!reasons.empty()) reasons += "; ";
-      reasons += buf;
-    }
-    if (SSL* ssl = bufferevent_openssl_get_ssl(bev_.get())) {
-      const long verify = SSL_get_verify_result(ssl);
-      if (verify != X509_V_OK) {
-        reasons += std::string(reasons.empty() ? "" : " ") + "(" +
-                   X509_verify_cert_error_string(verify) + ")";
-      }
-    }
-    if (!reasons.empty()) return "TLS: " + reasons;
-  }
-  if (events & BEV_EVENT_TIMEOUT) return "timeout";
-  const int err = EVUTIL_SOCKET_ERROR();
-  return err != 0 ? evutil_socket_error_to_string(err) : "connection closed";
+  std::string failure = stream_->failure();
+  if (!failure.empty()) return failure;
+  return (events & BEV_EVENT_TIMEOUT) ? "timeout" : "connection closed";
 }
 
-void UpstreamConn::readCb(bufferevent*, void* ctx) noexcept {
-  auto* c = static_cast<UpstreamConn*>(ctx);
-  if (c->owner_) {
-    c->owner_->onUpstreamRead();
+void UpstreamConn::onStreamRead() {
+  if (owner_) {
+    owner_->onUpstreamRead();
   } else {
-    c->pool_->onIdleEvent(*c);  // an idle connection must not speak: drop it
+    pool_->onIdleEvent(*this);  // an idle connection must not speak: drop it
   }
 }
 
-void UpstreamConn::writeCb(bufferevent*, void* ctx) noexcept {
-  auto* c = static_cast<UpstreamConn*>(ctx);
-  if (c->owner_) c->owner_->onUpstreamWrite();
+void UpstreamConn::onStreamWrite() {
+  if (owner_) owner_->onUpstreamWrite();
 }
 
-void UpstreamConn::eventCb(bufferevent*, short events, void* ctx) noexcept {
-  auto* c = static_cast<UpstreamConn*>(ctx);
-  if (c->owner_) {
-    c->owner_->onUpstreamEvent(events);
+void UpstreamConn::onStreamEvent(short events) {
+  if (owner_) {
+    owner_->onUpstreamEvent(events);
   } else {
-    c->pool_->onIdleEvent(*c);  // closed by the server, or idle timeout
+    pool_->onIdleEvent(*this);  // closed by the server, or idle timeout
   }
 }
 
@@ -153,7 +131,8 @@ void UpstreamPool::reportResult(size_t server, bool ok) {
          name_.c_str(), s.address.text.c_str(), kEjectMs, kPassiveFailures, worker_.index());
 }
 
-BufferEventPtr UpstreamPool::newTlsBufferEvent(const config::SocketAddress& address) {
+std::unique_ptr<Stream> UpstreamPool::newTlsStream(const config::SocketAddress& address,
+                                                   uint32_t connect_timeout_ms) {
   config::SslPtr ssl(SSL_new(tls_ctx_.get()));
   if (!ssl) return nullptr;
   // The name to send as SNI and to verify: `sni`, else the host part of "host:port".
@@ -180,7 +159,10 @@ BufferEventPtr UpstreamPool::newTlsBufferEvent(const config::SocketAddress& addr
   if (!bev) return nullptr;
   ssl.release();
   bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
-  return bev;
+  auto stream = std::make_unique<TlsStream>(std::move(bev));
+  stream->connect(reinterpret_cast<const sockaddr*>(&address.addr), address.len,
+                  connect_timeout_ms);
+  return stream;
 }
 
 size_t UpstreamPool::pickServer(int exclude) {
@@ -218,29 +200,21 @@ std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connec
     std::unique_ptr<UpstreamConn> conn = std::move(server.idle.back());
     server.idle.pop_back();
     conn->reused_ = true;
-    bufferevent_set_timeouts(conn->bev(), nullptr, nullptr);
+    conn->stream().setTimeouts(0, 0);
     return conn;
   }
-  BufferEventPtr bev = tls_ctx_ ? newTlsBufferEvent(server.address)
-                               : BufferEventPtr(bufferevent_socket_new(worker_.base(), -1,
-                                                                       BEV_OPT_CLOSE_ON_FREE));
-  if (!bev) {
+  std::unique_ptr<Stream> stream =
+      tls_ctx_ ? newTlsStream(server.address, connect_timeout_ms)
+               : PlainStream::connect(worker_.base(),
+                                      reinterpret_cast<const sockaddr*>(&server.address.addr),
+                                      server.address.len, connect_timeout_ms);
+  if (!stream) {
+    SY_LOG(Debug, "upstream %s: no socket for a connect", server.address.text.c_str());
     --server.active;
     if (server.health != nullptr) unbump(server.health->active(worker_.index()));
     return nullptr;
   }
-  // While connecting, the write timeout is the connect timeout (libevent applies it to the
-  // pending connect).
-  timeval tv = toTimeval(connect_timeout_ms);
-  bufferevent_set_timeouts(bev.get(), nullptr, &tv);
-  std::unique_ptr<UpstreamConn> conn(
-      new UpstreamConn(shared_from_this(), i, std::move(bev), tls_ctx_ != nullptr));
-  if (bufferevent_socket_connect(conn->bev(), reinterpret_cast<const sockaddr*>(&server.address.addr),
-                                 static_cast<int>(server.address.len)) != 0) {
-    // Immediate failure (e.g. no route): the owner sees it as a connect error event soon.
-    SY_LOG(Debug, "upstream %s: connect could not start", server.address.text.c_str());
-  }
-  return conn;
+  return std::unique_ptr<UpstreamConn>(new UpstreamConn(shared_from_this(), i, std::move(stream)));
 }
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConn> conn, bool reusable) {
@@ -254,9 +228,8 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConn> conn, bool reusable) {
     worker_.deferDelete(std::move(conn));
     return;
   }
-  timeval idle = toTimeval(kIdleTimeoutMs);
-  bufferevent_set_timeouts(conn->bev(), &idle, nullptr);
-  bufferevent_enable(conn->bev(), EV_READ);
+  conn->stream().setTimeouts(kIdleTimeoutMs, 0);
+  conn->stream().enableRead();  // an idle connection that speaks or closes is dropped
   server.idle.push_back(std::move(conn));
 }
 
@@ -267,7 +240,7 @@ void UpstreamPool::onIdleEvent(UpstreamConn& conn) {
   if (it == server.idle.end()) return;
   std::unique_ptr<UpstreamConn> owned = std::move(*it);
   server.idle.erase(it);
-  bufferevent_disable(owned->bev(), EV_READ | EV_WRITE);
+  owned->stream().setHandler(nullptr);
   worker_.deferDelete(std::move(owned));
 }
 
@@ -278,7 +251,7 @@ void UpstreamPool::retire() {
     std::vector<std::unique_ptr<UpstreamConn>> idle;
     idle.swap(server.idle);
     for (std::unique_ptr<UpstreamConn>& conn : idle) {
-      bufferevent_disable(conn->bev(), EV_READ | EV_WRITE);
+      conn->stream().setHandler(nullptr);
       worker_.deferDelete(std::move(conn));
     }
   }

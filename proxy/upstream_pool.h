@@ -15,6 +15,7 @@
 #include "proxy/deferred.h"
 #include "proxy/health.h"
 #include "proxy/libevent_ptr.h"
+#include "proxy/stream.h"
 
 namespace sy::proxy {
 
@@ -24,27 +25,27 @@ class Worker;
 // One connection to an upstream server. While serving a request it is owned by that
 // request's DownstreamConn, which receives its events through Owner; between requests it sits
 // idle in its pool.
-class UpstreamConn : public Deferrable {
+class UpstreamConn : public Deferrable, private Stream::Handler {
  public:
   class Owner {
    public:
     virtual ~Owner() = default;
     virtual void onUpstreamRead() = 0;
     virtual void onUpstreamWrite() = 0;
-    virtual void onUpstreamEvent(short events) = 0;
+    virtual void onUpstreamEvent(short events) = 0;  // BEV_EVENT_* flags (see stream.h)
   };
 
   ~UpstreamConn() override;
   UpstreamConn(const UpstreamConn&) = delete;
   UpstreamConn& operator=(const UpstreamConn&) = delete;
 
-  bufferevent* bev() const { return bev_.get(); }
-  evbuffer* input() const { return bufferevent_get_input(bev_.get()); }
-  evbuffer* output() const { return bufferevent_get_output(bev_.get()); }
+  Stream& stream() const { return *stream_; }
+  evbuffer* input() const { return stream_->input(); }
+  evbuffer* output() const { return stream_->output(); }
   bool connected() const { return connected_; }
   void setConnected() { connected_ = true; }
   bool reused() const { return reused_; }
-  bool tls() const { return tls_; }
+  bool tls() const { return stream_->tls(); }
   size_t serverIndex() const { return server_; }
   const config::SocketAddress& address() const;
   UpstreamPool& pool() const { return *pool_; }
@@ -58,18 +59,17 @@ class UpstreamConn : public Deferrable {
 
  private:
   friend class UpstreamPool;
-  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, BufferEventPtr bev, bool tls);
-  static void readCb(bufferevent* bev, void* ctx) noexcept;
-  static void writeCb(bufferevent* bev, void* ctx) noexcept;
-  static void eventCb(bufferevent* bev, short events, void* ctx) noexcept;
+  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, std::unique_ptr<Stream> stream);
+  void onStreamRead() override;
+  void onStreamWrite() override;
+  void onStreamEvent(short events) override;
 
   std::shared_ptr<UpstreamPool> pool_;  // keeps the pool alive across a reload
   size_t server_;
-  BufferEventPtr bev_;
+  std::unique_ptr<Stream> stream_;
   Owner* owner_ = nullptr;
   bool connected_ = false;
   bool reused_ = false;
-  bool tls_ = false;
 };
 
 class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
@@ -90,7 +90,8 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
   // A connection to a usable server of the pool: an idle keep-alive one when there is one,
-  // else a new connect (in progress; its Owner sees BEV_EVENT_CONNECTED or an error).
+  // else a new connect (in progress; its Owner sees BEV_EVENT_CONNECTED or an error, an
+  // error also when the connect could not start).
   // `exclude` is a server index to avoid (the one whose connect just failed) when others
   // exist; -1 for none. Null when no server is usable or the connect could not even start.
   std::unique_ptr<UpstreamConn> acquire(int exclude, uint32_t connect_timeout_ms);
@@ -131,7 +132,8 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   UpstreamPool(Worker& worker, const config::Pool& pool, const std::vector<ServerHealth*>& health);
   bool usable(const Server& s, uint64_t now_ms) const;
   uint64_t nowMs() const;
-  BufferEventPtr newTlsBufferEvent(const config::SocketAddress& address);
+  std::unique_ptr<Stream> newTlsStream(const config::SocketAddress& address,
+                                       uint32_t connect_timeout_ms);
   // A usable server other than `exclude` if there is one; servers_.size() when none is usable.
   size_t pickServer(int exclude);
   void onIdleEvent(UpstreamConn& conn);
