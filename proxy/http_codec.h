@@ -110,9 +110,9 @@ class MessageDecoder {
   int chunk_end_pending_ = 0;  // bytes of the CRLF after chunk data still to check
   // Raw-head scan state (scanHead).
   const char* scan_error_ = nullptr;
-  size_t scan_line_len_ = 0;
-  char scan_prev_ = 0;
-  bool scan_cr_ = false;  // the last byte scanned was a CR
+  char scan_prev_ = 0;              // the start line's last byte so far
+  bool scan_cr_ = false;            // the last byte scanned was a CR
+  bool scan_line_started_ = false;  // the current header line has a byte other than CR
   bool scan_done_ = false;
   bool scan_seen_start_ = false;
   bool scan_in_start_line_ = true;

@@ -1,12 +1,6 @@
 #include "proxy/http_message.h"
 
-#include <strings.h>
-
 namespace sy::proxy {
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 std::optional<std::string_view> findHeader(const Headers& headers, std::string_view name) {
   for (const Header& h : headers) {
