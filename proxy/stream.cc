@@ -17,8 +17,13 @@
 namespace sy::proxy {
 namespace {
 
-// Most requests and small responses fit one read; bodies stream in pieces of this.
-constexpr size_t kReadChunk = 16 * 1024;
+// One read takes up to kReadChunk: a 16 KiB response with its head arrives in one piece, so
+// it costs one read and one write. Only the first kDirectRead bytes go straight into the input
+// buffer; the rest lands in a per-thread scratch area and is copied in. So what a connection
+// holds is about what it received (a client trickling a head byte by byte keeps a small
+// chain, not 64 KiB), and the common request or small response needs no copy.
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kDirectRead = 4096 - 128;  // with libevent's chain header: one 4 KiB block
 
 void setNoDelay(evutil_socket_t fd) {
   int one = 1;
@@ -251,19 +256,23 @@ void PlainStream::onReadable() {
   }
   const size_t want = std::min(kReadChunk, kReadHighWater - len);
   evbuffer_iovec vec[2];
-  const int n = evbuffer_reserve_space(in_, static_cast<ev_ssize_t>(want), vec, 2);
+  const int n = evbuffer_reserve_space(in_, static_cast<ev_ssize_t>(std::min(want, kDirectRead)),
+                                       vec, 2);
   if (n <= 0) {
     fail(BEV_EVENT_ERROR | BEV_EVENT_READING, ENOMEM);
     return;
   }
-  iovec iov[2];
-  size_t total = 0;
+  static thread_local char scratch[kReadChunk];
+  iovec iov[3];
+  size_t direct = 0;
   for (int i = 0; i < n; ++i) {
     iov[i].iov_base = vec[i].iov_base;
-    iov[i].iov_len = std::min(vec[i].iov_len, want - total);
-    total += iov[i].iov_len;
+    iov[i].iov_len = std::min(vec[i].iov_len, want - direct);
+    direct += iov[i].iov_len;
   }
-  const ssize_t r = readv(fd_, iov, n);
+  int niov = n;
+  if (want > direct) iov[niov++] = {scratch, want - direct};
+  const ssize_t r = readv(fd_, iov, niov);
   if (r < 0) {
     if (wouldBlock(errno)) return;
     fail(BEV_EVENT_ERROR | BEV_EVENT_READING, errno);
@@ -284,6 +293,7 @@ void PlainStream::onReadable() {
     left -= vec[i].iov_len;
   }
   evbuffer_commit_space(in_, vec, used);
+  if (left > 0) evbuffer_add(in_, scratch, left);
   if (read_ms_ != 0) {
     read_deadline_ = LazyTimer::nowMs() + read_ms_;
     updateTimer();
