@@ -83,28 +83,29 @@ std::unique_ptr<PlainStream> PlainStream::connect(event_base* base, const sockad
   return s;
 }
 
+namespace {
+
+// Adds or removes `ev` so that it is registered exactly when `want`.
+void keepRegistered(event* ev, bool want, bool& registered) {
+  if (want == registered) return;
+  if (want) {
+    registered = event_add(ev, nullptr) == 0;
+  } else {
+    event_del(ev);
+    registered = false;
+  }
+}
+
+}  // namespace
+
 void PlainStream::updateEvents() {
   // Reading stops at EOF (the socket would report it forever) and above the high-water mark
   // (flush() restarts it once the consumer drained).
-  const bool want_read = reading_ && !eof_ && !closed_ &&
-                         evbuffer_get_length(in_) < kReadHighWater && !connecting_;
-  if (want_read != read_registered_) {
-    if (want_read) {
-      read_registered_ = event_add(read_ev_.get(), nullptr) == 0;
-    } else {
-      event_del(read_ev_.get());
-      read_registered_ = false;
-    }
-  }
-  const bool want_write = (connecting_ || write_waiting_) && !closed_;
-  if (want_write != write_registered_) {
-    if (want_write) {
-      write_registered_ = event_add(write_ev_.get(), nullptr) == 0;
-    } else {
-      event_del(write_ev_.get());
-      write_registered_ = false;
-    }
-  }
+  keepRegistered(read_ev_.get(),
+                 reading_ && !eof_ && !closed_ && !connecting_ &&
+                     evbuffer_get_length(in_) < kReadHighWater,
+                 read_registered_);
+  keepRegistered(write_ev_.get(), (connecting_ || write_waiting_) && !closed_, write_registered_);
 }
 
 void PlainStream::setHandler(Handler* handler) {

@@ -20,19 +20,27 @@
 namespace sy::proxy {
 namespace {
 
+// A TCP socket bound to a free port of 127.0.0.1 (not listening yet); `a` gets its address.
+int boundLoopback(sockaddr_in& a, socklen_t& len) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  a = {};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  len = sizeof(a);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), len) == 0);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  return fd;
+}
+
 // A connected TCP pair on 127.0.0.1: `ours` (non-blocking, for the stream) and `peer`.
 struct TcpPair {
   int ours = -1;
   int peer = -1;
   TcpPair() {
-    const int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    REQUIRE(bind(lfd, reinterpret_cast<sockaddr*>(&a), len) == 0);
+    sockaddr_in a;
+    socklen_t len;
+    const int lfd = boundLoopback(a, len);
     REQUIRE(listen(lfd, 1) == 0);
-    REQUIRE(getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
     peer = socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(connect(peer, reinterpret_cast<sockaddr*>(&a), len) == 0);
     ours = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK);
@@ -76,29 +84,41 @@ void runFor(event_base* base, int ms) {
   event_base_dispatch(base);
 }
 
+// A stream under test with its recorder and loop.
+struct Fixture {
+  EventBasePtr base{event_base_new()};
+  std::unique_ptr<PlainStream> stream;
+  Recorder rec;
+  void attach(std::unique_ptr<PlainStream> s) {
+    REQUIRE(s);
+    stream = std::move(s);
+    rec.stream = stream.get();
+    rec.base = base.get();
+    stream->setHandler(&rec);
+  }
+  void accept(int fd) { attach(PlainStream::accepted(base.get(), fd)); }
+  void run(int ms) { runFor(base.get(), ms); }
+  ~Fixture() {
+    if (stream) stream->setHandler(nullptr);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("stream: data queued together with the peer's FIN is delivered, then EOF") {
-  EventBasePtr base(event_base_new());
   TcpPair pair;
   const std::string sent(100000, 'x');
   REQUIRE(write(pair.peer, sent.data(), sent.size()) == static_cast<ssize_t>(sent.size()));
   shutdown(pair.peer, SHUT_WR);  // the FIN sits behind the data before the stream reads at all
-  auto s = PlainStream::accepted(base.get(), pair.ours);
-  REQUIRE(s);
-  Recorder r;
-  r.stream = s.get();
-  r.base = base.get();
-  s->setHandler(&r);
-  runFor(base.get(), 2000);
-  CHECK(r.data == sent);
-  REQUIRE(r.events.size() == 1);
-  CHECK((r.events[0] & BEV_EVENT_EOF));
-  s->setHandler(nullptr);
+  Fixture f;
+  f.accept(pair.ours);
+  f.run(2000);
+  CHECK(f.rec.data == sent);
+  REQUIRE(f.rec.events.size() == 1);
+  CHECK((f.rec.events[0] & BEV_EVENT_EOF));
 }
 
 TEST_CASE("stream: a reset queued behind data is reported as an error, not a hang") {
-  EventBasePtr base(event_base_new());
   TcpPair pair;
   const std::string sent(5000, 'y');
   REQUIRE(write(pair.peer, sent.data(), sent.size()) == static_cast<ssize_t>(sent.size()));
@@ -107,42 +127,32 @@ TEST_CASE("stream: a reset queued behind data is reported as an error, not a han
   close(pair.peer);  // RST
   pair.peer = -1;
   usleep(20000);
-  auto s = PlainStream::accepted(base.get(), pair.ours);
-  REQUIRE(s);
-  Recorder r;
-  r.stream = s.get();
-  r.base = base.get();
-  s->setHandler(&r);
-  runFor(base.get(), 2000);
-  REQUIRE(r.events.size() == 1);
-  CHECK((r.events[0] & (BEV_EVENT_ERROR | BEV_EVENT_EOF)));
-  if (r.events[0] & BEV_EVENT_ERROR) CHECK(!s->failure().empty());
-  s->setHandler(nullptr);
+  Fixture f;
+  f.accept(pair.ours);
+  f.run(2000);
+  REQUIRE(f.rec.events.size() == 1);
+  CHECK((f.rec.events[0] & (BEV_EVENT_ERROR | BEV_EVENT_EOF)));
+  if (f.rec.events[0] & BEV_EVENT_ERROR) CHECK(!f.stream->failure().empty());
 }
 
 TEST_CASE("stream: a write the socket cannot take at once drains later and says so") {
-  EventBasePtr base(event_base_new());
   TcpPair pair;
   // Fixed, smallish buffers (no autotuning): 4 MiB cannot fit at once. (Not tiny: windows of
   // a few KiB make the transfer crawl on delayed ACKs.)
   int size = 64 * 1024;
   setsockopt(pair.ours, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
   setsockopt(pair.peer, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-  auto s = PlainStream::accepted(base.get(), pair.ours);
-  REQUIRE(s);
-  Recorder r;
-  r.stream = s.get();
-  r.base = base.get();
-  s->setHandler(&r);
+  Fixture f;
+  f.accept(pair.ours);
   const std::string big(4 * 1024 * 1024, 'z');
-  evbuffer_add(s->output(), big.data(), big.size());
-  s->flush();
-  REQUIRE(evbuffer_get_length(s->output()) > Stream::kWriteLowWater);  // the socket is full
+  evbuffer_add(f.stream->output(), big.data(), big.size());
+  f.stream->flush();
+  REQUIRE(evbuffer_get_length(f.stream->output()) > Stream::kWriteLowWater);  // the socket is full
   // The peer reads everything; the stream writes the rest as the socket drains.
   std::string got;
   std::vector<char> buf(1 << 16);
   for (int rounds = 0; got.size() < big.size() && rounds < 20000; ++rounds) {
-    runFor(base.get(), 1);
+    f.run(1);
     ssize_t n;
     while ((n = recv(pair.peer, buf.data(), buf.size(), MSG_DONTWAIT)) > 0) {
       got.append(buf.data(), static_cast<size_t>(n));
@@ -150,80 +160,58 @@ TEST_CASE("stream: a write the socket cannot take at once drains later and says 
     if (n < 0 && errno != EAGAIN) FAIL("recv failed");
   }
   CHECK(got == big);
-  CHECK(evbuffer_get_length(s->output()) == 0);
-  CHECK(r.writes >= 1);  // told once the output was down to the low-water mark
-  CHECK(r.events.empty());
-  s->setHandler(nullptr);
+  CHECK(evbuffer_get_length(f.stream->output()) == 0);
+  CHECK(f.rec.writes >= 1);  // told once the output was down to the low-water mark
+  CHECK(f.rec.events.empty());
 }
 
 TEST_CASE("stream: the read timeout fires without input, and not while input keeps coming") {
-  EventBasePtr base(event_base_new());
   TcpPair pair;
-  auto s = PlainStream::accepted(base.get(), pair.ours);
-  REQUIRE(s);
-  Recorder r;
-  r.stream = s.get();
-  r.base = base.get();
-  s->setHandler(&r);
-  s->setTimeouts(150, 0);
+  Fixture f;
+  f.accept(pair.ours);
+  f.stream->setTimeouts(150, 0);
   const uint64_t start = LazyTimer::nowMs();
   // Input every 50 ms for 300 ms pushes the deadline on.
   for (int i = 0; i < 6; ++i) {
     REQUIRE(write(pair.peer, "a", 1) == 1);
-    runFor(base.get(), 50);
+    f.run(50);
   }
-  CHECK(r.events.empty());
-  CHECK(r.data == "aaaaaa");
-  runFor(base.get(), 1000);
-  REQUIRE(r.events.size() == 1);
-  CHECK(r.events[0] == (BEV_EVENT_TIMEOUT | BEV_EVENT_READING));
+  CHECK(f.rec.events.empty());
+  CHECK(f.rec.data == "aaaaaa");
+  f.run(1000);
+  REQUIRE(f.rec.events.size() == 1);
+  CHECK(f.rec.events[0] == (BEV_EVENT_TIMEOUT | BEV_EVENT_READING));
   CHECK(LazyTimer::nowMs() - start >= 250 + 150 - 20);  // the last input came at ~250 ms
-  CHECK_FALSE(s->reading());
-  s->setHandler(nullptr);
+  CHECK_FALSE(f.stream->reading());
 }
 
 TEST_CASE("stream: connect completes, or fails with an error event") {
-  EventBasePtr base(event_base_new());
-  const int lfd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  REQUIRE(bind(lfd, reinterpret_cast<sockaddr*>(&a), len) == 0);
-  REQUIRE(getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  sockaddr_in a;
+  socklen_t len;
+  const int lfd = boundLoopback(a, len);
   {
     // Bound but not listening: refused.
-    auto s = PlainStream::connect(base.get(), reinterpret_cast<sockaddr*>(&a), len, 1000);
-    REQUIRE(s);
-    Recorder r;
-    r.stream = s.get();
-    r.base = base.get();
-    s->setHandler(&r);
-    runFor(base.get(), 2000);
-    REQUIRE(r.events.size() == 1);
-    CHECK(r.events[0] == BEV_EVENT_ERROR);
-    CHECK(s->failure() == "Connection refused");
-    s->setHandler(nullptr);
+    Fixture f;
+    f.attach(PlainStream::connect(f.base.get(), reinterpret_cast<sockaddr*>(&a), len, 1000));
+    f.run(2000);
+    REQUIRE(f.rec.events.size() == 1);
+    CHECK(f.rec.events[0] == BEV_EVENT_ERROR);
+    CHECK(f.stream->failure() == "Connection refused");
   }
   REQUIRE(listen(lfd, 1) == 0);
   {
-    auto s = PlainStream::connect(base.get(), reinterpret_cast<sockaddr*>(&a), len, 1000);
-    REQUIRE(s);
-    Recorder r;
-    r.stream = s.get();
-    r.base = base.get();
-    s->setHandler(&r);
-    evbuffer_add(s->output(), "hello", 5);  // queued during the connect, sent after it
-    runFor(base.get(), 2000);
-    REQUIRE(r.events.size() == 1);
-    CHECK(r.events[0] == BEV_EVENT_CONNECTED);
+    Fixture f;
+    f.attach(PlainStream::connect(f.base.get(), reinterpret_cast<sockaddr*>(&a), len, 1000));
+    evbuffer_add(f.stream->output(), "hello", 5);  // queued during the connect, sent after it
+    f.run(2000);
+    REQUIRE(f.rec.events.size() == 1);
+    CHECK(f.rec.events[0] == BEV_EVENT_CONNECTED);
     const int peer = accept(lfd, nullptr, nullptr);
     REQUIRE(peer >= 0);
     char buf[8] = {};
     CHECK(recv(peer, buf, sizeof(buf), 0) == 5);
     CHECK(std::string(buf) == "hello");
     close(peer);
-    s->setHandler(nullptr);
   }
   close(lfd);
 }
