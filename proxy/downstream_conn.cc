@@ -201,7 +201,10 @@ void DownstreamConn::onClientEvent(short events) {
     if (state_ == State::Forwarding && request_done_ && !tls_) {
       return;  // answered, with any complete requests pipelined behind it (onResponseComplete)
     }
-    if (state_ == State::Closing) return;  // still flushing what we owe it
+    // Still flushing what we owe it. Not over TLS: libevent's OpenSSL bufferevent stops
+    // writing once it has read the end of the stream, so the flush would never finish and
+    // the connection would linger (holding up a drain) until the idle timeout.
+    if (state_ == State::Closing && !tls_) return;
     if (state_ == State::Tunnel) {
       closeNow();
       return;
