@@ -218,15 +218,16 @@ def config_doc(listen_port, pools, routes, admin_port=None, timeouts=None, limit
 # ---- processes ---------------------------------------------------------------------------
 
 class Upstream:
-    """tools/echo-upstream as a child process, on a free port, logging every request."""
+    """tools/echo-upstream as a child process, logging every request: on a free port, or on
+    `port` (a server that comes back where a pool was pointing)."""
 
-    def __init__(self, workdir, name, start_timeout=10.0):
+    def __init__(self, workdir, name, start_timeout=10.0, port=0):
         self.name = name
         self.log_path = Path(workdir) / ("upstream-%s.jsonl" % name)
         self.err_path = Path(workdir) / ("upstream-%s.stderr" % name)
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ECHO_UPSTREAM), "--port", "0", "--name", name,
+            [sys.executable, str(ECHO_UPSTREAM), "--port", str(port), "--name", name,
              "--log", str(self.log_path)],
             stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + start_timeout
@@ -290,7 +291,8 @@ class Upstream:
 class Proxy:
     """The switchyard binary under test, started on a generated config."""
 
-    def __init__(self, workdir, doc, binary=None, workers=2, start_timeout=15.0):
+    def __init__(self, workdir, doc, binary=None, workers=2, start_timeout=15.0,
+                 preexec_fn=None):
         self.binary = Path(binary or proxy_binary())
         self.config_path = Path(workdir) / "switchyard.toml"
         self.config_path.write_text(dump_toml(doc) + "\n")
@@ -302,7 +304,8 @@ class Proxy:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(self.binary), "--config", str(self.config_path), "--workers", str(workers)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=preexec_fn)  # e.g. resource limits for the child only
 
         def ready():
             if self.proc.poll() is not None:

@@ -27,11 +27,9 @@ import resource
 import selectors
 import socket
 import struct
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 from harness import (Cases, CaseFailure, Client, Env, Proxy, Upstream, config_doc, eq, expect,
@@ -147,33 +145,12 @@ class LimitedProxy(Proxy):
     """harness.Proxy, started with RLIMIT_NOFILE = nofile in the child (preexec_fn)."""
 
     def __init__(self, workdir, doc, nofile, workers=1, start_timeout=15.0):
-        from harness import dump_toml, proxy_binary, can_connect
-        self.binary = Path(proxy_binary())
-        self.config_path = Path(workdir) / "switchyard.toml"
-        self.config_path.write_text(dump_toml(doc) + "\n")
-        self.log_path = Path(workdir) / "switchyard.log"
-        self.port = int(doc["server"]["listen"][0].rsplit(":", 1)[1])
-        self.exit_code = None
-        self._log = open(self.log_path, "wb")
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
         def limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--config", str(self.config_path), "--workers", str(workers)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=limit)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("switchyard exited with code %s at start:\n%s" % (
-                    self.proc.returncode, self.log_tail()))
-            return can_connect(self.port)
-        try:
-            wait_until(ready, start_timeout, "switchyard to accept on port %d" % self.port)
-        except TimeoutError as e:
-            self.stop()
-            raise RuntimeError("%s\n%s" % (e, self.log_tail()))
+        super().__init__(workdir, doc, workers=workers, start_timeout=start_timeout,
+                         preexec_fn=limit)
 
 
 def raise_nofile():

@@ -10,16 +10,12 @@ import itertools
 import json
 import os
 import re
-import select
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
-from harness import ECHO_UPSTREAM, Cases, Client, Env, Inline, Proxy, Upstream, can_connect, \
+from harness import Cases, Client, Env, Inline, Proxy, Upstream, can_connect, \
     config_doc, eq, expect, free_port, header_of, parallel, route, wait_until
 
 cases = Cases("routing")
@@ -31,35 +27,6 @@ SET_COOKIE_RE = re.compile(r"^sy_id=([^;\s]+); Path=/; HttpOnly; SameSite=Lax$")
 
 
 # ---- helpers of this file ----------------------------------------------------------------
-
-class FixedPortUpstream(Upstream):
-    """tools/echo-upstream on a given port (harness.Upstream always asks for a free one): the
-    server that comes back on the port a pool was pointing at."""
-
-    def __init__(self, workdir, name, port, start_timeout=10.0):
-        self.name = name
-        self.log_path = Path(workdir) / ("upstream-%s.jsonl" % name)
-        self.err_path = Path(workdir) / ("upstream-%s.stderr" % name)
-        self._err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ECHO_UPSTREAM), "--port", str(port), "--name", name,
-             "--log", str(self.log_path)],
-            stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + start_timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError("echo-upstream %s on port %d did not start: %s" % (
-                    name, port, self.err_path.read_text(errors="replace")[-2000:]))
-            if select.select([self.proc.stdout], [], [], left)[0]:
-                ch = os.read(self.proc.stdout.fileno(), 1)
-                if ch:
-                    line += ch
-        self.port = port
-        self.addr = "127.0.0.1:%d" % port
-
 
 class ReservedPort:
     """A 127.0.0.1 port bound without listen(): connecting is refused, and nothing else can
@@ -496,9 +463,9 @@ def _():
 def _():
     S.fo_port.release()
     S.hc_port.release()
-    back_fo = FixedPortUpstream(S.env.dir, "canary-back", S.fo_port.port)
+    back_fo = Upstream(S.env.dir, "canary-back", port=S.fo_port.port)
     S.env.upstreams.append(back_fo)
-    back_hc = FixedPortUpstream(S.env.dir, "hc-back", S.hc_port.port)
+    back_hc = Upstream(S.env.dir, "hc-back", port=S.hc_port.port)
     S.env.upstreams.append(back_hc)
 
     def on(host, upstream):
