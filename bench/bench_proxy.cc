@@ -18,9 +18,9 @@
 #include <benchmark/benchmark.h>
 
 #include "config/snapshot.h"
-#include "proxy/http_codec.h"
-#include "proxy/metrics.h"
-#include "proxy/rewrite.h"
+#include "proxy/http1/http_codec.h"
+#include "proxy/observe/metrics.h"
+#include "proxy/http/rewrite.h"
 
 namespace {
 thread_local uint64_t tl_allocations = 0;
@@ -94,7 +94,7 @@ struct DiscardBody : MessageDecoder::BodySink {
   void onBodyData(std::string_view data) override { benchmark::DoNotOptimize(data.data()); }
 };
 
-// What DownstreamConn::processInput does with one request that arrived whole: decode to the
+// What ServerConnection::processInput does with one request that arrived whole: decode to the
 // head, then on to the end of the (empty) message. False if the input did not decode so.
 bool decodeRequest(MessageDecoder& d) {
   d.reset();
@@ -253,7 +253,7 @@ const config::SnapshotConstSharedPtr& currentSnapshot() {
   return s;
 }
 
-// Taking the snapshot for a request (DownstreamConn::onRequestHead copies the worker's
+// Taking the snapshot for a request (Exchange::decodeHead copies the worker's
 // shared_ptr) and dropping it at the end: two atomic read-modify-writes on the control block.
 // With Threads(2) both threads hit the same control block, as two workers do between reloads,
 // so the cache line bounces between cores (run it on two CPUs to see that).

@@ -10,8 +10,8 @@
 
 #include <benchmark/benchmark.h>
 
-#include "proxy/router.h"
-#include "proxy/splitter.h"
+#include "proxy/routing/router.h"
+#include "proxy/routing/splitter.h"
 
 namespace sy::proxy {
 namespace {

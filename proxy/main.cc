@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "config/loader.h"
-#include "proxy/log.h"
-#include "proxy/server.h"
+#include "common/log.h"
+#include "proxy/server/server.h"
 
 namespace {
 
@@ -50,12 +50,12 @@ int main(int argc, char** argv) {
       options.pid_file = value("--pid-file");
     } else if (arg == "--log-level") {
       const char* v = value("--log-level");
-      sy::proxy::LogLevel level;
-      if (!sy::proxy::parseLogLevel(v, level)) {
+      sy::LogLevel level;
+      if (!sy::parseLogLevel(v, level)) {
         fprintf(stderr, "switchyard: --log-level: unknown level: %s\n", v);
         return 2;
       }
-      sy::proxy::setLogLevel(level);
+      sy::setLogLevel(level);
     } else if (arg == "--check") {
       check = true;
     } else if (arg == "--version") {

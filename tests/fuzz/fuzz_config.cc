@@ -20,9 +20,9 @@
 
 #include "config/loader.h"
 #include "config/validate.h"
-#include "proxy/http_message.h"
-#include "proxy/router.h"
-#include "proxy/splitter.h"
+#include "proxy/http/http_message.h"
+#include "proxy/routing/router.h"
+#include "proxy/routing/splitter.h"
 #include "tests/fuzz/fuzz_common.h"
 
 namespace {

@@ -1,4 +1,5 @@
-// libFuzzer target: the request path without I/O, as proxy/downstream_conn.cc drives it.
+// libFuzzer target: the request path without I/O, as proxy/http1/server_connection.cc and
+// proxy/exchange/exchange.cc drive it.
 //
 //   bytes from a client -> MessageDecoder(Request) -> on each head: matchRoute -> decide ->
 //   appendUpstreamRequestHead (and the shadow copy's head) -> body bytes -> MessageComplete,
@@ -28,11 +29,11 @@
 
 #include "config/loader.h"
 #include "config/validate.h"
-#include "proxy/http_codec.h"
-#include "proxy/http_message.h"
-#include "proxy/rewrite.h"
-#include "proxy/router.h"
-#include "proxy/splitter.h"
+#include "proxy/http1/http_codec.h"
+#include "proxy/http/http_message.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/routing/router.h"
+#include "proxy/routing/splitter.h"
 #include "tests/fuzz/fuzz_common.h"
 
 namespace {
@@ -405,9 +406,9 @@ class Run : public MessageDecoder::BodySink {
     keep_alive_ = decoder_.keepAlive();
     FUZZ_CHECK(framing_ != BodyFraming::UntilClose, "a request framed until close",
                printable(input_));
-    // As DownstreamConn::onRequestHead: CONNECT, upgrades with a body and versions other than
-    // 1.x are refused (400, 505) and the connection closed, like a decoding error. (Its Host
-    // and absolute-form checks live in downstream_conn.cc's anonymous namespace: not here.)
+    // As ServerConnection::onHeadComplete: CONNECT, upgrades with a body and versions other
+    // than 1.x are refused (400, 505) and the connection closed, like a decoding error. (The
+    // exchange's Host and absolute-form checks live in exchange.cc's anonymous namespace.)
     if (req.method == "CONNECT" || (decoder_.upgrade() && framing_ != BodyFraming::None) ||
         req.http_major != 1) {
       t_ += "error\n";

@@ -23,6 +23,7 @@ set-up failed, and prints the tail of the proxy's log when something failed.
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -84,6 +85,60 @@ def wait_until(pred, timeout, what, interval=0.02):
         if time.monotonic() >= deadline:
             raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def wait_settled(fn, quiet=0.2, timeout=3.0, interval=0.02):
+    """Polls fn() until its value has not changed for `quiet` seconds, or the deadline passes;
+    returns the last value either way. For "the buffers have filled up": a value that keeps
+    moving is for the caller to judge, not an error here."""
+    deadline = time.monotonic() + timeout
+    last = fn()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = fn()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
+# ---- the kernel's view of loopback TCP sockets (/proc/net/tcp) ----------------------------
+
+TCP_CLOSE_WAIT = 0x08
+
+
+def tcp_sockets():
+    """[(local port, remote port, state, tx_queue, rx_queue)] of the IPv4 TCP sockets."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            tx, rx = (int(x, 16) for x in parts[4].split(":"))
+            out.append((int(parts[1].split(":")[1], 16), int(parts[2].split(":")[1], 16),
+                        int(parts[3], 16), tx, rx))
+    return out
+
+
+def tcp_queues():
+    """{(local port, remote port): (tx_queue, rx_queue)} of the IPv4 TCP sockets."""
+    return {(l, r): (tx, rx) for l, r, _, tx, rx in tcp_sockets()}
+
+
+def wait_closed_by_proxy(server_port, timeout=2.0):
+    """After a server on server_port closed connections, polls until no socket toward it is
+    left in CLOSE_WAIT (the proxy has seen the FIN and closed its side). True if so by the
+    deadline; False otherwise (a proxy may also notice only when it next uses the connection,
+    which the caller's requests then show)."""
+    try:
+        wait_until(lambda: not any(r == server_port and st == TCP_CLOSE_WAIT
+                                   for _, r, st, _, _ in tcp_sockets()),
+                   timeout, "the proxy to close the connections the server closed")
+        return True
+    except TimeoutError:
+        return False
 
 
 _PATTERN = bytes(range(256)) * 256
@@ -453,7 +508,48 @@ class Cases:
 
     def exit(self):
         print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed), flush=True)
+        # For tools/test, which counts cases, not programs: a fixed prefix, always the last line.
+        print("cases: %d passed, %d failed" % (self.passed, self.failed), flush=True)
         sys.exit(1 if self.failed or not self.passed else 0)
+
+
+# ---- admin endpoint ----------------------------------------------------------------------
+
+def admin_get(admin_port, path):
+    """GET path on the admin endpoint; the body as text (raises on a non-200 answer)."""
+    c = Client(admin_port, timeout=5)
+    try:
+        r = c.request("GET", path, host="admin")
+    finally:
+        c.close()
+    if r.status != 200:
+        raise CaseFailure("admin GET %s: status %d %r" % (path, r.status, _short(r.body)))
+    return r.body.decode()
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, frozenset({(label, value), ...})): value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        if m is None:
+            raise CaseFailure("unparsable metrics line %r" % line)
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metrics(admin_port):
+    """/metrics of the proxy, parsed (parse_metrics)."""
+    return parse_metrics(admin_get(admin_port, "/metrics"))
+
+
+def metric_sum(ms, name, **labels):
+    """Sum of the series of `name` whose labels include every given label=value."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in ms.items() if n == name and want <= ls)
 
 
 # ---- raw HTTP/1.1 client -----------------------------------------------------------------

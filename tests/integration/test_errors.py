@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Errors and limits (SPEC §4): 400, 404, 413, 431, 502, 504, and the connect-failure retry."""
+"""Errors and limits (SPEC §4): 400, 404, 413, 431, 502, 504, the connect-failure retry, and
+the replay of a request whose reused upstream connection was closed before any response byte."""
 
+import socket
+import threading
 import uuid
 from types import SimpleNamespace
 
@@ -190,20 +193,180 @@ def _():
     eq(len(received(m)), 20, "requests received by the live server (each exactly once)")
 
 
+# ---- replay on a reused upstream connection -------------------------------------------------
+
+class ReuseUpstream:
+    """A raw HTTP/1.1 upstream on 127.0.0.1, a thread per connection, that answers 200 "ok" and
+    keeps the connection open, except for targets holding:
+
+      /drop-on-reuse/     on a reused connection (not its first request): reads the head, then
+                          closes without sending a byte (a server closing an idle keep-alive
+                          connection just as the next request arrives)
+      /drop-after-body/   on a reused connection: reads the head and the whole Content-Length
+                          body, then closes without sending a byte
+      /drop-always/       on any connection: reads the head, then closes without a byte
+
+    Every request head is recorded as (connection number, request number on it, target, body
+    bytes read) before anything is answered."""
+
+    def __init__(self):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.2)
+        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.seen = []   # [(conn, seq, target, body bytes)]
+        self.conns = 0
+        self.stopped = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conns += 1
+                n = self.conns
+            threading.Thread(target=self._serve, args=(s, n), daemon=True).start()
+
+    def _serve(self, s, conn):
+        buf = bytearray()
+        seq = 0
+        s.settimeout(30)
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = s.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                i = buf.index(b"\r\n\r\n")
+                head = bytes(buf[:i]).decode("latin-1")
+                del buf[:i + 4]
+                seq += 1
+                target = head.split("\r\n")[0].split(" ")[1]
+                length = 0
+                for line in head.split("\r\n")[1:]:
+                    k, _, v = line.partition(":")
+                    if k.strip().lower() == "content-length":
+                        length = int(v.strip())
+                drop_after_body = "/drop-after-body/" in target and seq > 1
+                if drop_after_body:
+                    while len(buf) < length:
+                        d = s.recv(65536)
+                        if not d:
+                            break
+                        buf += d
+                got = min(length, len(buf)) if drop_after_body else 0
+                with self.lock:
+                    self.seen.append((conn, seq, target, got))
+                if ("/drop-on-reuse/" in target and seq > 1) or drop_after_body \
+                        or "/drop-always/" in target:
+                    return  # closes (finally) without a byte of response
+                while len(buf) < length:  # a body for an ordinary request: read and drop it
+                    d = s.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                del buf[:length]
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except OSError:
+            return
+        finally:
+            s.close()
+
+    def with_marker(self, m):
+        with self.lock:
+            return [r for r in self.seen if m in r[2]]
+
+    def stop(self):
+        self.stopped = True
+        self.lsock.close()
+        self.thread.join(2)
+
+
+def on_reused_connection(c, m, method, target, body=None):
+    """On client connection c: a warm-up GET (so this worker holds an idle upstream connection),
+    then the request; its response."""
+    eq(c.request("GET", "/warm/%s" % m, host="reuse.test").status, 200, "warm-up status")
+    return c.request(method, target, host="reuse.test", body=body)
+
+
+def first_on_reused(seen, what):
+    expect(seen and seen[0][1] > 1, "%s: first arrival %r was not on a reused upstream connection"
+           " (the case needs the proxy to reuse its idle connection)" % (what, seen[:1]))
+
+
+for _method in ("GET", "HEAD"):
+    @cases.case("reused upstream connection closed when a %s arrives, before any response byte "
+                "-> replayed once on a new connection: 200" % _method)
+    def _(method=_method):
+        m = marker()
+        with S.env.client() as c:
+            r = on_reused_connection(c, m, method, "/drop-on-reuse/%s" % m)
+        seen = S.reuse.with_marker("/drop-on-reuse/%s" % m)
+        eq(r.status, 200, "status (upstream saw %r)" % seen)
+        if method == "GET":
+            eq(r.body, b"ok", "body")
+        eq(len(seen), 2, "arrivals at the upstream (the dropped one, then the replay): %r" % seen)
+        first_on_reused(seen, "replay")
+        expect(seen[1][0] != seen[0][0] and seen[1][1] == 1,
+               "the replay was not on a fresh connection: %r" % seen)
+
+
+@cases.case("replay happens once: the fresh connection is closed too -> 502, the upstream saw "
+            "the request twice")
+def _():
+    m = marker()
+    with S.env.client() as c:
+        r = on_reused_connection(c, m, "GET", "/drop-always/%s" % m)
+    seen = S.reuse.with_marker("/drop-always/%s" % m)
+    eq(r.status, 502, "status (upstream saw %r)" % seen)
+    eq(len(seen), 2, "arrivals at the upstream (the dropped one, one replay): %r" % seen)
+    first_on_reused(seen, "replay once")
+
+
+@cases.case("a POST whose whole body reached the upstream on a reused connection that then "
+            "closes -> 502, not replayed")
+def _():
+    # The upstream had the complete request: it may have acted on it, and its body is gone from
+    # the client's side, so a replay could apply the POST twice (RFC 9110 §9.2.2).
+    m = marker()
+    body = b"p" * 65536
+    with S.env.client() as c:
+        r = on_reused_connection(c, m, "POST", "/drop-after-body/%s" % m, body=body)
+    seen = S.reuse.with_marker("/drop-after-body/%s" % m)
+    eq(r.status, 502, "status (upstream saw %r)" % seen)
+    eq(len(seen), 1, "arrivals at the upstream (never replayed): %r" % seen)
+    first_on_reused(seen, "no replay")
+    eq(seen[0][3], len(body), "body bytes the upstream read before closing")
+
+
 def main():
     with Env(cases) as env:
         S.env = env
         S.blue = env.upstream("blue")
+        S.reuse = ReuseUpstream()
         env.start_proxy(config_doc(
             free_port(),
             pools={"blue": [S.blue.addr], "down": [dead_address()],
-                   "half": [dead_address(), S.blue.addr]},
+                   "half": [dead_address(), S.blue.addr], "reuse": [S.reuse.addr]},
             routes=[route("down", {"blue": "down"}, {"blue": 100}, host="down.test"),
                     route("retry", {"blue": "half"}, {"blue": 100}, host="retry.test"),
+                    route("reuse", {"blue": "reuse"}, {"blue": 100}, host="reuse.test"),
                     route("app", {"blue": "blue"}, {"blue": 100})],
             timeouts={"upstream_response_ms": RESPONSE_MS, "upstream_connect_ms": 1000},
             limits={"max_header_bytes": MAX_HEADER, "max_body_bytes": MAX_BODY}))
-        cases.run()
+        try:
+            cases.run()
+        finally:
+            S.reuse.stop()
     cases.exit()
 
 

@@ -157,7 +157,7 @@ def sigterm_scenario():
                 obs["healthz"] = ("error", repr(e))
             if obs["healthz"][0] == 503 or time.monotonic() > deadline:
                 break
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval (bounded by the deadline above)
         obs["healthz_in_flight"] = th.is_alive()
         obs["new_conn"] = new_connection_outcome(p.port, 0.3)
         obs["new_conn_at"] = time.monotonic() - t0

@@ -120,6 +120,18 @@ def _():
     expect(all("/rotated/" in l for l in log_lines(S.log_path)), "new file holds the new lines")
 
 
+@cases.case("/metrics: switchyard_access_log_dropped_lines_total is a counter, 0 while the "
+            "writer keeps up")
+def _():
+    text = admin("/metrics")
+    expect("# TYPE switchyard_access_log_dropped_lines_total counter" in text.splitlines(),
+           "no '# TYPE switchyard_access_log_dropped_lines_total counter' line in /metrics")
+    eq(metric(metrics(), "switchyard_access_log_dropped_lines_total"), 0.0,
+       "dropped lines after every request above was logged")
+    expect(("switchyard_access_log_dropped_lines_total", frozenset()) in metrics(),
+           "the counter has no sample")
+
+
 @cases.case("/status reflects a reload: generation and weights")
 def _():
     status = json.loads(admin("/status"))

@@ -208,7 +208,7 @@ class Traffic:
                     c.close()
                     c = None
                 self.idle[t].set()
-                time.sleep(0.01)
+                time.sleep(0.01)  # paused by the test: idle until resumed (checked every 10 ms)
                 continue
             self.idle[t].clear()
             time.sleep(0.005)  # a little traffic, not a load test

@@ -124,7 +124,7 @@ class TinyServerLoop:
                                  b"0\r\n\r\n")
                     continue
                 if self.mode == "sleep":
-                    time.sleep(self.delay)
+                    time.sleep(self.delay)  # the scenario: a slow shadow
                     status, body = "200 OK", b"slow shadow\n"
                 elif self.mode == "same-cl":
                     status, body = "200 OK", SAME_BODY

@@ -32,7 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Cases, Client, Env, Inline, build_request, can_connect,  # noqa: E402
                      config_doc, dump_toml, eq, expect, free_port, header_of, parallel,
-                     pattern_bytes, route, sha256, wait_until)
+                     pattern_bytes, route, sha256, tcp_queues, wait_closed_by_proxy,
+                     wait_settled, wait_until)
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # ssl.TLSVersion.TLSv1_1
 
@@ -209,6 +210,8 @@ class TlsUpstream:
         self.failures = []       # str(exception) of each failed handshake
         self.snis = []           # SNI (None when absent) of each completed handshake
         self.requests = []       # {"conn", "method", "path", "headers"}
+        self.accepted = 0        # TCP connections accepted
+        self.closed = 0          # ... and closed by this server (after the handler returned)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         pending_sni = {}
@@ -298,6 +301,8 @@ class TlsUpstream:
 
             def get_request(self):
                 sock, addr = self.socket.accept()
+                with outer.lock:
+                    outer.accepted += 1
                 sock.settimeout(10)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 # The handshake runs in the connection's thread (Handler.setup), so one slow or
@@ -307,6 +312,11 @@ class TlsUpstream:
 
             def handle_error(self, request, client_address):
                 pass  # failures are counted in Handler.setup
+
+            def shutdown_request(self, request):
+                super().shutdown_request(request)
+                with outer.lock:
+                    outer.closed += 1
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
@@ -318,9 +328,24 @@ class TlsUpstream:
         with self.lock:
             return self.handshakes, len(self.requests), list(self.failures)
 
+    def all_closed(self):
+        """True once every connection this server accepted has been closed by it."""
+        with self.lock:
+            return self.closed == self.accepted
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def stalled(c, proxy_port):
+    """Polls until the bytes queued in the kernel between the proxy and client c (which reads
+    nothing) stop growing: the proxy has filled its buffers toward the stalled client."""
+    def queued():
+        q = tcp_queues()
+        return (q.get((proxy_port, c.local_port), (0, 0))[0]
+                + q.get((c.local_port, proxy_port), (0, 0))[1])
+    return wait_settled(queued, quiet=0.1)
 
 
 # ---- admin helpers -------------------------------------------------------------------------
@@ -796,7 +821,7 @@ with Env(cases) as env:
                 c = TlsClient(tls_port, ctx, "site.example.com")
                 c.send(b"GET /bytes?n=20000000 HTTP/1.1\r\nHost: app.test\r\n\r\n")
                 c.read_some()
-                time.sleep(0.2)  # let the proxy fill its buffers toward the stalled client
+                stalled(c, tls_port)
                 if how.startswith("RST"):
                     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -810,7 +835,7 @@ with Env(cases) as env:
                     c.send(b"GET /bytes?n=%d HTTP/1.1\r\nHost: app.test\r\nConnection: close"
                            b"\r\n\r\n" % size)
                     c.read_some()
-                    time.sleep(0.3)
+                    stalled(c, tls_port)
                     if how.startswith("RST"):
                         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                           b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -821,7 +846,7 @@ with Env(cases) as env:
             with Client(plain_port) as c:
                 c.send(b"GET /bytes?n=20000000 HTTP/1.1\r\nHost: app.test\r\n\r\n")
                 c.read_some()
-                time.sleep(0.2)
+                stalled(c, plain_port)
                 c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                   b"\x01\x00\x00\x00\x00\x00\x00\x00")
             settled("a plain-HTTP client gone mid-response by RST")
@@ -929,7 +954,10 @@ with Env(cases) as env:
                 with Client(plain_port) as c:
                     eq(c.request("GET", "/idle-%d" % i, host="up-idle.test").status, 200,
                        "request %d (the server closes idle connections after 0.3 s)" % i)
-                time.sleep(0.6)  # the point of the case: let the server close the idle connection
+                # The point of the case: the server closes the idle connection (after 0.3 s),
+                # and the proxy has seen it, before the next request.
+                wait_until(idle_up.all_closed, 5, "the server to close its idle connections")
+                wait_closed_by_proxy(idle_up.port)
             eq(idle_up.counts()[1], 4, "requests at the upstream")
 
         @cases.case("active health checks of a TLS pool speak TLS: the server stays healthy")
@@ -938,7 +966,14 @@ with Env(cases) as env:
             # interval 200 ms, unhealthy_after 2: a second is several checks.
             wait_until(lambda: health_up.counts()[0] + len(health_up.counts()[2]) >= 3, 5,
                        "3 health-check connections at the TLS upstream")
-            time.sleep(1.0)  # several more check intervals; then look at the verdict
+
+            def checks_seen():  # a check is a /healthz request, or a failed handshake
+                with health_up.lock:
+                    return (len([x for x in health_up.requests if x["path"] == "/healthz"])
+                            + len(health_up.failures))
+            # Several more checks (more than unhealthy_after), then look at the verdict.
+            seen = checks_seen()
+            wait_until(lambda: checks_seen() >= seen + 4, 5, "4 more health checks")
             hs, nreq, fails = health_up.counts()
             checks = [x for x in health_up.requests if x["path"] == "/healthz"]
             with Client(plain_port) as c:

@@ -5,19 +5,19 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/util.h>
 
-#include "proxy/libevent_ptr.h"
+#include "common/c_deleter.h"
 
 namespace sy::ctl {
 namespace {
 
-using proxy::CDeleter;
-using proxy::EventBasePtr;
+using EventBasePtr = std::unique_ptr<event_base, CDeleter<&event_base_free>>;
 using EvHttpConnectionPtr = std::unique_ptr<evhttp_connection, CDeleter<&evhttp_connection_free>>;
 
 const char* requestErrorText(evhttp_request_error e) {

@@ -9,7 +9,7 @@
 #include <cctype>
 #include <cstring>
 
-#include "proxy/router.h"
+#include "proxy/routing/router.h"
 #include "tools/ctl/format.h"
 
 namespace sy::ctl {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "config/snapshot.h"
-#include "proxy/http_message.h"
-#include "proxy/splitter.h"
+#include "proxy/http/http_message.h"
+#include "proxy/routing/splitter.h"
 #include "tools/ctl/error.h"
 
 namespace sy::ctl {

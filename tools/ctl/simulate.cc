@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "proxy/splitter.h"
+#include "proxy/routing/splitter.h"
 #include "tools/ctl/explain.h"
 #include "tools/ctl/format.h"
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "config/loader.h"
-#include "proxy/splitter.h"
+#include "proxy/routing/splitter.h"
 #include "tools/ctl/cli.h"
 #include "tools/ctl/explain.h"
 #include "tools/ctl/format.h"

@@ -1,0 +1,39 @@
+#pragma once
+// Sole owner of a file descriptor: closes it when destroyed or reset, never twice. Move-only.
+// Where a library takes the descriptor over (libevent's LEV_OPT_CLOSE_ON_FREE), release() it
+// at the call site and say so.
+//
+// Thread: whoever owns it.
+
+#include <unistd.h>
+
+#include <utility>
+
+namespace sy {
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace sy

@@ -1,0 +1,260 @@
+#include "proxy/admin/prometheus.h"
+
+#include <cstdio>
+#include <string_view>
+#include <vector>
+
+#include "config/snapshot.h"
+#include "proxy/http/termination.h"
+#include "proxy/observe/metrics.h"
+#include "proxy/upstream/health.h"
+
+namespace sy::proxy {
+namespace {
+
+// Prometheus label values escape backslash, double quote and newline.
+void appendLabel(std::string& out, std::string_view value) {
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void appendNumber(std::string& out, double v) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.17g", v);
+  out += buf;
+}
+
+void appendHeader(std::string& out, const char* name, const char* type, const char* help) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+bool anyNonZero(const RouteMetrics::Totals& t) {
+  for (uint64_t n : t.responses) {
+    if (n) return true;
+  }
+  for (uint64_t n : t.upstream_errors) {
+    if (n) return true;
+  }
+  for (const auto& row : t.terminations) {
+    for (uint64_t n : row) {
+      if (n) return true;
+    }
+  }
+  return false;
+}
+
+// A route's variants worth a series: those it has now, or that have counted something.
+bool variantShown(const config::Route* route, const RouteMetrics::Totals& t, size_t v) {
+  if (route != nullptr && route->pools[v] != nullptr) return true;
+  return anyNonZero(t);
+}
+
+const config::Route* findRoute(const config::Snapshot* snap, const std::string& name) {
+  if (snap == nullptr) return nullptr;
+  for (const config::Route& r : snap->routes) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void renderPrometheus(std::string& out, const MetricsSources& s) {
+  static constexpr const char* kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  static constexpr const char* kErrorKinds[] = {"connect", "timeout", "reset", "protocol"};
+  struct Series {
+    const RouteMetrics* metrics;
+    const config::Route* route;
+    size_t variant;
+    RouteMetrics::Totals totals;
+  };
+  std::vector<Series> series;
+  if (s.registry != nullptr) {
+    for (const auto& [name, m] : s.registry->routes()) {
+      const config::Route* route = findRoute(s.snapshot, name);
+      for (size_t v = 0; v < config::kWeightedVariants; ++v) {
+        // Unmatched requests (route "") have no variant: they are counted under blue's slot
+        // and shown with variant="".
+        if (name.empty() && v != 0) continue;
+        RouteMetrics::Totals t = m->totals(static_cast<config::Variant>(v));
+        if (!name.empty() && !variantShown(route, t, v)) continue;
+        series.push_back({m.get(), route, v, t});
+      }
+    }
+  }
+  auto labels = [&](const Series& x) {
+    out.append("route=\"");
+    appendLabel(out, x.metrics->name());
+    out.append("\",variant=\"");
+    if (!x.metrics->name().empty()) out.append(config::kVariantNames[x.variant]);
+    out.append("\"");
+  };
+
+  appendHeader(out, "switchyard_requests_total", "counter",
+               "Responses sent to clients, by route, variant and status class.");
+  for (const Series& x : series) {
+    for (size_t c = 0; c < 5; ++c) {
+      if (c == 0 && x.totals.responses[0] == 0) continue;  // 1xx only when seen (101)
+      out.append("switchyard_requests_total{");
+      labels(x);
+      out.append(",code=\"").append(kClasses[c]).append("\"} ");
+      out.append(std::to_string(x.totals.responses[c])).append("\n");
+    }
+  }
+
+  appendHeader(out, "switchyard_request_duration_seconds", "histogram",
+               "Time from the request head to the last response byte, in seconds.");
+  for (const Series& x : series) {
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b <= kDurationBuckets.size(); ++b) {
+      cumulative += x.totals.buckets[b];
+      out.append("switchyard_request_duration_seconds_bucket{");
+      labels(x);
+      out.append(",le=\"");
+      if (b < kDurationBuckets.size()) {
+        appendNumber(out, kDurationBuckets[b]);
+      } else {
+        out.append("+Inf");
+      }
+      out.append("\"} ").append(std::to_string(cumulative)).append("\n");
+    }
+    out.append("switchyard_request_duration_seconds_sum{");
+    labels(x);
+    out.append("} ");
+    appendNumber(out, static_cast<double>(x.totals.duration_sum_us) / 1e6);
+    out.append("\nswitchyard_request_duration_seconds_count{");
+    labels(x);
+    out.append("} ").append(std::to_string(cumulative)).append("\n");
+  }
+
+  appendHeader(out, "switchyard_upstream_errors_total", "counter",
+               "Upstream failures, by route, variant and kind.");
+  for (const Series& x : series) {
+    if (x.metrics->name().empty()) continue;
+    for (size_t k = 0; k < kUpstreamErrorKinds; ++k) {
+      out.append("switchyard_upstream_errors_total{");
+      labels(x);
+      out.append(",kind=\"").append(kErrorKinds[k]).append("\"} ");
+      out.append(std::to_string(x.totals.upstream_errors[k])).append("\n");
+    }
+  }
+
+  // SPEC §10: only abnormal ends, and only combinations that counted (see prometheus.h).
+  appendHeader(out, "switchyard_requests_terminated_total", "counter",
+               "Exchanges that did not end normally, by route, variant, source and phase.");
+  for (const Series& x : series) {
+    for (size_t src = 0; src < kTerminationSources; ++src) {
+      const auto source = static_cast<TerminationSource>(src);
+      if (source == TerminationSource::None) continue;
+      for (size_t ph = 0; ph < kTerminationPhases; ++ph) {
+        const uint64_t n = x.totals.terminations[src][ph];
+        if (n == 0) continue;
+        out.append("switchyard_requests_terminated_total{");
+        labels(x);
+        out.append(",source=\"").append(terminationSourceName(source));
+        out.append("\",phase=\"").append(terminationPhaseName(static_cast<TerminationPhase>(ph)));
+        out.append("\"} ").append(std::to_string(n)).append("\n");
+      }
+    }
+  }
+
+  static constexpr const char* kShadowResultNames[] = {"sent", "completed", "failed", "dropped",
+                                                       "skipped"};
+  static constexpr const char* kMismatchNames[] = {"status", "body", "headers"};
+  // Routes with a shadow now, or with shadow counts from before a reload.
+  std::vector<std::pair<const RouteMetrics*, RouteMetrics::ShadowTotals>> shadows;
+  if (s.registry != nullptr) {
+    for (const auto& [name, m] : s.registry->routes()) {
+      if (name.empty()) continue;
+      const config::Route* route = findRoute(s.snapshot, name);
+      RouteMetrics::ShadowTotals t = m->shadowTotals();
+      bool any = route != nullptr && route->shadow.has_value();
+      for (uint64_t n : t.results) any = any || n != 0;
+      if (any) shadows.emplace_back(m.get(), t);
+    }
+  }
+  appendHeader(out, "switchyard_shadow_requests_total", "counter",
+               "Mirrored requests, by route and result.");
+  for (const auto& [m, t] : shadows) {
+    for (size_t i = 0; i < kShadowResults; ++i) {
+      out.append("switchyard_shadow_requests_total{route=\"");
+      appendLabel(out, m->name());
+      out.append("\",result=\"").append(kShadowResultNames[i]).append("\"} ");
+      out.append(std::to_string(t.results[i])).append("\n");
+    }
+  }
+  appendHeader(out, "switchyard_shadow_mismatches_total", "counter",
+               "Shadow responses that differed from the primary's, by route and kind.");
+  for (const auto& [m, t] : shadows) {
+    for (size_t i = 0; i < kMismatchKinds; ++i) {
+      out.append("switchyard_shadow_mismatches_total{route=\"");
+      appendLabel(out, m->name());
+      out.append("\",kind=\"").append(kMismatchNames[i]).append("\"} ");
+      out.append(std::to_string(t.mismatches[i])).append("\n");
+    }
+  }
+
+  appendHeader(out, "switchyard_config_reloads_total", "counter",
+               "Configuration reloads, by result.");
+  out.append("switchyard_config_reloads_total{result=\"success\"} ")
+      .append(std::to_string(s.reloads_success))
+      .append("\nswitchyard_config_reloads_total{result=\"failure\"} ")
+      .append(std::to_string(s.reloads_failure))
+      .append("\n");
+  appendHeader(out, "switchyard_config_generation", "gauge",
+               "Generation of the configuration in use (1 = the one loaded at start).");
+  out.append("switchyard_config_generation ").append(std::to_string(s.generation)).append("\n");
+
+  appendHeader(out, "switchyard_route_weight", "gauge", "Configured weight per route and variant.");
+  if (s.snapshot != nullptr) {
+    for (const config::Route& r : s.snapshot->routes) {
+      for (size_t v = 0; v < config::kWeightedVariants; ++v) {
+        out.append("switchyard_route_weight{route=\"");
+        appendLabel(out, r.name);
+        out.append("\",variant=\"").append(config::kVariantNames[v]).append("\"} ");
+        appendNumber(out, r.weights[v]);
+        out.append("\n");
+      }
+    }
+  }
+
+  appendHeader(out, "switchyard_connections_active", "gauge", "Open connections, by side.");
+  out.append("switchyard_connections_active{side=\"client\"} ")
+      .append(std::to_string(s.client_connections))
+      .append("\nswitchyard_connections_active{side=\"upstream\"} ")
+      .append(std::to_string(s.upstream_connections))
+      .append("\n");
+
+  appendHeader(out, "switchyard_upstream_healthy", "gauge",
+               "1 when the server is considered healthy, else 0.");
+  if (s.snapshot != nullptr) {
+    for (const auto& [name, pool] : s.snapshot->pools) {
+      for (const config::SocketAddress& a : pool.servers) {
+        out.append("switchyard_upstream_healthy{pool=\"");
+        appendLabel(out, name);
+        out.append("\",server=\"");
+        appendLabel(out, a.text);
+        const ServerHealth* h = s.health != nullptr ? s.health->find(name, a.text) : nullptr;
+        out.append(h == nullptr || h->healthy() ? "\"} 1\n" : "\"} 0\n");
+      }
+    }
+  }
+
+  appendHeader(out, "switchyard_access_log_dropped_lines_total", "counter",
+               "Access-log lines dropped because the log writer could not keep up.");
+  out.append("switchyard_access_log_dropped_lines_total ")
+      .append(std::to_string(s.access_log_dropped_lines))
+      .append("\n");
+}
+
+}  // namespace sy::proxy

@@ -1,0 +1,548 @@
+#include "proxy/exchange/exchange.h"
+
+#include <ctime>
+
+#include "common/log.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/routing/router.h"
+
+namespace sy::proxy {
+namespace {
+
+// RFC 3986 authority characters (reg-name, IP-literal, port); no userinfo, path or spaces.
+bool validAuthority(std::string_view host) {
+  if (host.empty()) return false;
+  for (unsigned char c : host) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    std::string_view("-._~!$&'()*+,;=%:[]").find(static_cast<char>(c)) !=
+                        std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host, and a Host field is valid whatever
+// the request-target's form (an absolute-form target does not excuse a bad Host).
+bool hostHeaderValid(const RequestHead& req) {
+  int hosts = 0;
+  for (const Header& h : req.headers) {
+    if (h.name.size() == 4 && equalsIgnoreCase(h.name, "host")) {
+      if (++hosts > 1 || !validAuthority(h.value)) return false;
+    }
+  }
+  return hosts == 1 || (hosts == 0 && req.http_minor == 0);
+}
+
+void appendHex(std::string& out, uint64_t v) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  char buf[16];
+  for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kDigits[v & 0xF];
+  out.append(buf, sizeof(buf));
+}
+
+uint64_t nowUs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+}  // namespace
+
+// Ends each upstream callback: what it queued goes out, one write per side.
+struct Exchange::FlushOnExit {
+  explicit FlushOnExit(Exchange& e) : exchange(e) {}
+  ~FlushOnExit() {
+    exchange.flush();
+    exchange.encoder_.flush();
+  }
+  Exchange& exchange;
+};
+
+Exchange::Exchange(ExchangeContext& ctx, ResponseEncoder& encoder,
+                   const ConnectionInfo& connection)
+    : ctx_(ctx), encoder_(encoder), connection_(connection), start_us_(nowUs()) {}
+
+Exchange::~Exchange() {
+  releaseUpstream(false);
+  detachShadow(false);
+}
+
+void Exchange::flush() {
+  if (upstream_) upstream_->transport().flush();
+}
+
+// ---- request side --------------------------------------------------------------------------
+
+void Exchange::takeHead(RequestHead& head) {
+  head_ = &head;
+  snapshot_ = ctx_.snapshot;
+  start_us_ = nowUs();
+  route_metrics_ = &ctx_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
+  if (!findHeader(head.headers, "x-request-id")) {
+    appendHex(request_id_, ctx_.worker.random());
+    appendHex(request_id_, ctx_.worker.random());
+  }
+}
+
+void Exchange::decodeHead(RequestHead& head, const RequestFraming& framing) {
+  takeHead(head);
+  framing_ = framing;
+  if (!hostHeaderValid(head) || !toOriginForm(head)) {
+    fail({ErrorSource::Downstream, ErrorKind::MalformedRequest});
+    return;
+  }
+  const uint64_t max_body = snapshot_->server.limits.max_body_bytes;
+  if (max_body != 0 && framing.framing == BodyFraming::ContentLength &&
+      framing.content_length > max_body) {
+    fail({ErrorSource::Downstream, ErrorKind::BodyTooLarge});
+    return;
+  }
+  std::string_view host = findHeader(head.headers, "host").value_or("");
+  route_ = matchRoute(*snapshot_, host, head.path());
+  if (route_ == nullptr) {
+    fail({ErrorSource::Downstream, ErrorKind::NoRoute});
+    return;
+  }
+  route_metrics_ = &ctx_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
+  static const ClientIp kNoAddress;
+  decision_ = decide(*route_, head.headers,
+                     connection_.client_addr ? *connection_.client_addr : kNoAddress,
+                     ctx_.worker.random(), ctx_.worker.random());
+  variant_ = decision_.variant;
+  if (decision_.set_cookie) set_cookie_ = route_->assign_cookie + "=" + decision_.key;
+  if (!variantUsable(variant_)) {
+    // SPEC §4.5: the chosen variant has no healthy server.
+    if (route_->failover && *route_->failover != variant_ && variantUsable(*route_->failover)) {
+      variant_ = *route_->failover;
+      failed_over_ = true;
+    } else {
+      fail({ErrorSource::Upstream, ErrorKind::NoHealthyServer});
+      return;
+    }
+  }
+  if (!connectUpstream(-1)) return;
+  if (route_->shadow && !framing.upgrade) startShadow();
+  // Expect: 100-continue is answered here, once we know the body is wanted; the upstream
+  // never sees the Expect header (rewrite.cc drops it).
+  if (framing.expect_continue) encoder_.encodeContinue();
+}
+
+void Exchange::decodeBody(std::string_view data) {
+  if (ended_ || !upstream_) return;
+  if (upgrade_accepted_) {  // tunnel bytes from the client
+    client_.sendBody(data);
+    return;
+  }
+  request_body_bytes_ += data.size();
+  const uint64_t max_body = snapshot_->server.limits.max_body_bytes;
+  if (max_body != 0 && request_body_bytes_ > max_body) {
+    // A chunked body that outgrew the limit; the upstream gets a truncated request and the
+    // connection to it is dropped.
+    fail({ErrorSource::Downstream, ErrorKind::BodyTooLarge});
+    return;
+  }
+  client_.sendBody(data);
+  if (shadow_ != nullptr) shadow_->requestBody(data);
+}
+
+void Exchange::decodeEnd() {
+  if (ended_) return;
+  request_done_ = true;
+  if (upstream_) {
+    client_.endRequest();
+    if (upstream_->connected()) {
+      const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
+      upstream_->transport().setTimeouts(ms, ms);
+    }
+  }
+  if (shadow_ != nullptr) shadow_->requestComplete();
+}
+
+void Exchange::decodeError(const ProxyError& error, RequestHead* head) {
+  if (ended_) return;
+  if (head != nullptr && head_ == nullptr) takeHead(*head);
+  fail(error);
+}
+
+void Exchange::onClientGone(TerminationPhase phase) {
+  if (ended_) {
+    releaseUpstream(false);
+    return;
+  }
+  if (phase == TerminationPhase::Head) head_ = nullptr;
+  Termination t{TerminationSource::Client, phase == TerminationPhase::Head ? phase : requestPhase()};
+  ended_ = true;
+  releaseUpstream(false);
+  detachShadow(false);
+  // A response in progress is counted with its status; none sent: status 0 in the log.
+  recordOutcome(response_started_ ? static_cast<int>(response_status_) : 0, t);
+}
+
+bool Exchange::bodyBackpressured() const {
+  return upstream_ && evbuffer_get_length(upstream_->output()) > Transport::kReadHighWater;
+}
+
+void Exchange::onEncoderDrained() {
+  if (!upstream_paused_ || !upstream_) return;
+  FlushOnExit flush(*this);
+  upstream_paused_ = false;
+  upstream_->transport().enableRead();
+  readUpstream();
+}
+
+// ---- upstream ------------------------------------------------------------------------------
+
+UpstreamPool* Exchange::poolOf(config::Variant v) const {
+  return ctx_.pools.find(route_->pools[static_cast<size_t>(v)]);
+}
+
+bool Exchange::variantUsable(config::Variant v) const {
+  UpstreamPool* pool = poolOf(v);
+  return pool != nullptr && pool->hasUsableServer();
+}
+
+RequestRewrite Exchange::upstreamRewrite() const {
+  RequestRewrite rw;
+  rw.client_ip = connection_.client_ip;
+  rw.proto = connection_.tls ? "https" : "http";
+  rw.variant_header = snapshot_->server.variant_header;
+  rw.variant = config::variantName(variant_);
+  rw.request_id = request_id_;
+  rw.framing = framing_.framing;
+  rw.content_length = framing_.content_length;
+  rw.upgrade = framing_.upgrade;
+  return rw;
+}
+
+bool Exchange::connectUpstream(int exclude_server) {
+  UpstreamPool* pool = poolOf(variant_);
+  std::unique_ptr<UpstreamConn> conn;
+  if (pool != nullptr && pool->serverCount() > 0) {
+    conn = pool->acquire(exclude_server, snapshot_->server.timeouts.upstream_connect_ms);
+  }
+  ++connect_attempts_;
+  if (!conn) {
+    failUpstream(ErrorKind::ConnectFailed);
+    return false;
+  }
+  std::unique_ptr<UpstreamConn> previous = std::move(upstream_);
+  upstream_ = std::move(conn);
+  upstream_->attach(this);
+  if (previous) {
+    // A retry: the request moves, with the body read so far that never left.
+    client_.replayOn(upstream_->transport(), *head_, upstreamRewrite());
+    previous->attach(nullptr);
+    previous->pool().release(std::move(previous), false);
+  } else {
+    client_.begin(upstream_->transport(), *head_, upstreamRewrite(),
+                  snapshot_->server.limits.max_header_bytes);
+  }
+  if (upstream_->connected()) {
+    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
+    upstream_->transport().setTimeouts(request_done_ ? ms : 0, ms);
+  }
+  return true;
+}
+
+void Exchange::onUpstreamRead() {
+  FlushOnExit flush(*this);
+  readUpstream();
+}
+
+void Exchange::onUpstreamWrite() {
+  FlushOnExit flush(*this);
+  // The upstream drained what the request body filled: the connection reads on (a no-op
+  // unless bodyBackpressured() had stopped it).
+  if (upstream_ && evbuffer_get_length(upstream_->output()) <= Transport::kWriteLowWater) {
+    encoder_.resumeRequestBody();
+  }
+}
+
+void Exchange::onUpstreamEvent(short events) {
+  FlushOnExit flush(*this);
+  if (events & BEV_EVENT_CONNECTED) {
+    upstream_->setConnected();
+    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
+    upstream_->transport().setTimeouts(request_done_ ? ms : 0, ms);
+    return;
+  }
+  if (!upstream_->connected()) {
+    SY_LOG(Warn, "upstream %s: connect failed (%s)", upstream_->address().text.c_str(),
+           upstream_->describeFailure(events).c_str());
+    failUpstream(ErrorKind::ConnectFailed);
+    return;
+  }
+  if (upgrade_accepted_) {
+    // The tunnel ends with the upstream's side: what arrived before goes out first.
+    readUpstream();
+    if (!ended_) {
+      ended_ = true;
+      releaseUpstream(false);
+      encoder_.encodeEnd();
+    }
+    return;
+  }
+  if (events & BEV_EVENT_TIMEOUT) {
+    failUpstream(ErrorKind::ResponseTimeout);
+    return;
+  }
+  // EOF or error: first take whatever arrived before it.
+  readUpstream();
+  if (ended_ || !upstream_) return;
+  if ((events & BEV_EVENT_EOF) && client_.readEof() == Http1Client::Result::Complete) {
+    onResponseComplete();  // a close-delimited body ends here
+    return;
+  }
+  failUpstream(response_started_ ? ErrorKind::MalformedResponse
+                                 : ErrorKind::ResetBeforeResponse);
+}
+
+void Exchange::readUpstream() {
+  while (!ended_ && upstream_) {
+    const Http1Client::Result r = client_.readResponse([this] {
+      if (!encoder_.encoderBackpressured()) return false;
+      // The client reads slower than the upstream sends: stop reading the upstream until
+      // the client's buffer drains (onEncoderDrained).
+      upstream_paused_ = true;
+      upstream_->transport().disableRead();
+      return true;
+    });
+    switch (r) {
+      case Http1Client::Result::NeedMore:
+      case Http1Client::Result::Paused:
+        return;
+      case Http1Client::Result::Error:
+        SY_LOG(Warn, "upstream %s: malformed response: %s", upstream_->address().text.c_str(),
+               client_.errorDescription());
+        failUpstream(ErrorKind::MalformedResponse);
+        return;
+      case Http1Client::Result::Complete:
+        if (upgrade_accepted_ && !client_.tunnel()) {
+          // The 101's head is complete: what follows in the input is the tunnelled protocol.
+          client_.startTunnel();
+          recordOutcome(101, {});
+          // No timeouts on a tunnel beyond the idle ones: a WebSocket may stay quiet for long.
+          const uint32_t idle = snapshot_->server.timeouts.client_idle_ms;
+          upstream_->transport().setTimeouts(idle, idle);
+          continue;
+        }
+        onResponseComplete();
+        return;
+    }
+  }
+}
+
+void Exchange::onResponseHead(const ResponseHead& resp, BodyFraming framing,
+                              uint64_t content_length) {
+  if (ended_) return;
+  upstream_text_ = upstream_->address().text;
+  if (resp.status == 101 && !framing_.upgrade) {
+    // Switching protocols nobody asked for: the rest of the stream is not HTTP we can frame.
+    SY_LOG(Warn, "upstream %s: 101 to a request without Upgrade", upstream_text_.c_str());
+    failUpstream(ErrorKind::MalformedResponse);
+    return;
+  }
+  upstream_->pool().reportResult(upstream_->serverIndex(), resp.status < 500);
+  if (shadow_ != nullptr) shadow_->primaryResponseHead(resp);
+  response_status_ = resp.status;
+  response_started_ = true;
+  upgrade_accepted_ = resp.status == 101;
+  encoder_.encodeHead({resp, framing, content_length, snapshot_->server.variant_header,
+                       config::variantName(variant_), set_cookie_, upgrade_accepted_});
+}
+
+void Exchange::onResponseBody(std::string_view data) {
+  if (ended_) return;
+  if (shadow_ != nullptr && !upgrade_accepted_) shadow_->primaryResponseBody(data);
+  encoder_.encodeBody(data);
+}
+
+void Exchange::onResponseComplete() {
+  ended_ = true;
+  recordOutcome(static_cast<int>(response_status_), {});
+  detachShadow(true);
+  releaseUpstream(request_done_ && client_.reusable());
+  encoder_.encodeEnd();  // last: the connection may start the next exchange from here
+}
+
+void Exchange::startShadow() {
+  const RequestRewrite rw = upstreamRewrite();
+  shadow_ = ctx_.mirror.start(ShadowStart{snapshot_, *route_, *route_metrics_, *head_, rw,
+                                          decision_.key, ctx_.worker.random()});
+  mirrored_ = shadow_ != nullptr;
+}
+
+void Exchange::detachShadow(bool complete) {
+  if (shadow_ == nullptr) return;
+  ShadowRequest* s = shadow_;
+  shadow_ = nullptr;
+  if (complete) {
+    s->primaryResponseComplete();
+  } else {
+    s->primaryAborted();
+  }
+}
+
+void Exchange::releaseUpstream(bool reusable) {
+  if (!upstream_) return;
+  client_.detach();
+  upstream_->attach(nullptr);
+  upstream_paused_ = false;
+  UpstreamPool& pool = upstream_->pool();
+  pool.release(std::move(upstream_), reusable);
+}
+
+// ---- errors: the one place they become statuses --------------------------------------------
+
+bool Exchange::retryable(ErrorKind kind) const {
+  // Nothing reached the server (a failed connect), or a reused keep-alive connection was
+  // closed under us before any response byte: safe for any method, as long as nothing of
+  // the body has left (Pingora's RetryType::ReusedOnly).
+  if (kind == ErrorKind::ConnectFailed) return true;
+  return kind == ErrorKind::ResetBeforeResponse && upstream_ && upstream_->reused() &&
+         !client_.responseStarted() && client_.replayable();
+}
+
+void Exchange::failUpstream(ErrorKind kind) {
+  if (route_metrics_ != nullptr) {
+    route_metrics_->slot(ctx_.worker.index(), variant_).recordUpstreamError(kind);
+  }
+  if (upstream_) upstream_->pool().reportResult(upstream_->serverIndex(), false);
+  fail({ErrorSource::Upstream, kind, retryable(kind)});
+}
+
+TerminationPhase Exchange::upstreamPhase() const {
+  if (response_started_) return TerminationPhase::Response;
+  if (upstream_ && upstream_->connected()) return TerminationPhase::Wait;
+  return TerminationPhase::Connect;
+}
+
+TerminationPhase Exchange::requestPhase() const {
+  if (head_ == nullptr || snapshot_ == nullptr) return TerminationPhase::Head;
+  if (!request_done_ && framing_.framing != BodyFraming::None) return TerminationPhase::Body;
+  return upstreamPhase();
+}
+
+Termination Exchange::terminationFor(const ProxyError& error) const {
+  switch (error.kind) {
+    case ErrorKind::HeadTimeout:
+      return {TerminationSource::Client, TerminationPhase::Head};
+    case ErrorKind::MalformedRequest:
+    case ErrorKind::HeadTooLarge:
+    case ErrorKind::VersionNotSupported:
+    case ErrorKind::NoRoute:
+      return {TerminationSource::Proxy, TerminationPhase::Head};
+    case ErrorKind::BodyTooLarge:
+      // By Content-Length at the head, or a chunked body that outgrew the limit.
+      return {TerminationSource::Proxy,
+              request_body_bytes_ == 0 ? TerminationPhase::Head : TerminationPhase::Body};
+    case ErrorKind::NoHealthyServer:
+      return {TerminationSource::Proxy, TerminationPhase::Connect};
+    case ErrorKind::ConnectFailed:
+    case ErrorKind::ResetBeforeResponse:
+    case ErrorKind::MalformedResponse:
+    case ErrorKind::ResponseTimeout:
+      return {TerminationSource::Upstream, upstreamPhase()};
+  }
+  return {TerminationSource::Proxy, requestPhase()};
+}
+
+void Exchange::fail(const ProxyError& error) {
+  if (ended_) return;
+  if (error.retryable && route_ != nullptr && head_ != nullptr && client_.replayable()) {
+    const int failed_server = upstream_ ? static_cast<int>(upstream_->serverIndex()) : -1;
+    UpstreamPool* pool = poolOf(variant_);
+    if (connect_attempts_ < 2 && pool != nullptr &&
+        (pool->serverCount() > 1 || error.kind == ErrorKind::ResetBeforeResponse)) {
+      // Once more: on another server of the same pool (a reused connection that was closed
+      // may also go to the same server afresh).
+      connectUpstream(error.kind == ErrorKind::ResetBeforeResponse ? -1 : failed_server);
+      return;
+    }
+    if (!failed_over_ && route_->failover && *route_->failover != variant_ &&
+        variantUsable(*route_->failover)) {
+      // Every try of the chosen variant failed: its pool is unusable now.
+      SY_LOG(Warn, "route %s: variant %s unreachable, failing over to %s",
+             route_->name.c_str(), config::variantName(variant_),
+             config::variantName(*route_->failover));
+      failed_over_ = true;
+      variant_ = *route_->failover;
+      connect_attempts_ = 0;
+      connectUpstream(-1);
+      return;
+    }
+  }
+  const Termination termination = terminationFor(error);
+  ended_ = true;
+  releaseUpstream(false);
+  detachShadow(false);
+  const char* method = head_ ? head_->method.c_str() : "-";
+  const char* target = head_ ? head_->target.c_str() : "-";
+  if (response_started_) {
+    // Too late for a status: the client sees a truncated response.
+    SY_LOG(Info, "%s %s: response cut short (%s)", method, target, messageFor(error.kind));
+    recordOutcome(static_cast<int>(response_status_), termination);
+    encoder_.encodeAbort();
+    return;
+  }
+  const int status = statusFor(error.kind);
+  if (route_metrics_ == nullptr) {
+    // Refused before a head was complete (400, 431, 408): counted as unmatched.
+    route_metrics_ = &ctx_.routeMetrics(ctx_.snapshot->routes.size());
+    variant_ = config::Variant::Blue;
+  }
+  if (error.source == ErrorSource::Upstream) {
+    SY_LOG(Info, "%s %s -> %d (%s)", method, target, status, messageFor(error.kind));
+  }
+  recordOutcome(status, termination);
+  LocalReply reply;
+  reply.status = status;
+  reply.message = messageFor(error.kind);
+  reply.request_id = request_id_;
+  reply.close = error.kind == ErrorKind::MalformedRequest ||
+                error.kind == ErrorKind::HeadTooLarge || error.kind == ErrorKind::BodyTooLarge ||
+                error.kind == ErrorKind::VersionNotSupported ||
+                error.kind == ErrorKind::HeadTimeout;
+  encoder_.encodeLocalReply(reply);  // last: the connection may start the next exchange
+}
+
+// ---- outcome -------------------------------------------------------------------------------
+
+void Exchange::recordOutcome(int status, Termination termination) {
+  if (recorded_) return;
+  recorded_ = true;
+  if (route_metrics_ == nullptr) {
+    route_metrics_ = &ctx_.routeMetrics(ctx_.snapshot->routes.size());
+  }
+  const uint64_t duration_us = nowUs() - start_us_;
+  VariantCounters& counters = route_metrics_->slot(ctx_.worker.index(), variant_);
+  if (status != 0) counters.recordResponse(status, duration_us);
+  counters.recordTermination(termination);
+  if (!ctx_.access_log.enabled()) return;
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  AccessLogEntry e;
+  e.ts_ms = static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000 -
+            static_cast<int64_t>(duration_us / 1000);
+  e.client = connection_.client_ip;
+  // Refused before its head was complete, a request has no method, host or path to log.
+  if (head_ != nullptr) {
+    e.method = head_->method;
+    e.host = findHeader(head_->headers, "host").value_or("");
+    e.path = head_->target;
+  }
+  e.status = status;
+  e.bytes_out = encoder_.bytesEncoded();
+  e.duration_ms = static_cast<double>(duration_us) / 1000.0;
+  e.route = route_ ? std::string_view(route_->name) : std::string_view();
+  e.variant = route_ ? config::variantName(variant_) : "";
+  e.upstream = upstream_text_;
+  e.request_id = request_id_.empty() && head_ != nullptr
+                     ? findHeader(head_->headers, "x-request-id").value_or("")
+                     : std::string_view(request_id_);
+  e.shadow = mirrored_;
+  e.termination = termination;
+  ctx_.access_log.log(e);
+}
+
+}  // namespace sy::proxy

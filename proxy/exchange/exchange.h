@@ -1,0 +1,129 @@
+#pragma once
+// One request's lifecycle, independent of the HTTP version of the client connection: the
+// snapshot it started with, route, split, the upstream connection with retry and failover,
+// the shadow copy, the outcome (metrics, access log) and its termination record (SPEC §10).
+// THE one place where errors become statuses (as a LocalReply to the server connection).
+//
+// Retry is decided in one place (retryable()): a connect that failed, or a reused keep-alive
+// connection that the upstream closed before any response byte, is retried once on another
+// server (or the same one, afresh), and then the route's failover variant, as long as the
+// request can be replayed (nothing of its body has left).
+//
+// Thread: worker-local. Made by ExchangeFactoryImpl for a server connection, which frees it
+// (deferred) once the response and the request have ended.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "config/snapshot.h"
+#include "proxy/exchange/context.h"
+#include "proxy/http/error.h"
+#include "proxy/http/server_exchange.h"
+#include "proxy/http1/client.h"
+#include "proxy/routing/splitter.h"
+#include "proxy/shadow/mirror.h"
+#include "proxy/upstream/pool.h"
+
+namespace sy::proxy {
+
+class Exchange final : public RequestHandler,
+                       private UpstreamConn::Owner,
+                       private Http1Client::Callbacks {
+ public:
+  Exchange(ExchangeContext& ctx, ResponseEncoder& encoder, const ConnectionInfo& connection);
+  ~Exchange() override;
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  // RequestHandler.
+  void decodeHead(RequestHead& head, const RequestFraming& framing) override;
+  void decodeBody(std::string_view data) override;
+  void decodeEnd() override;
+  void decodeError(const ProxyError& error, RequestHead* head) override;
+  void onClientGone(TerminationPhase phase) override;
+  bool bodyBackpressured() const override;
+  void onEncoderDrained() override;
+  void flush() override;
+
+ private:
+  struct FlushOnExit;
+
+  // UpstreamConn::Owner.
+  void onUpstreamRead() override;
+  void onUpstreamWrite() override;
+  void onUpstreamEvent(short events) override;
+  // Http1Client::Callbacks.
+  void onResponseHead(const ResponseHead& head, BodyFraming framing,
+                      uint64_t content_length) override;
+  void onResponseBody(std::string_view data) override;
+
+  bool variantUsable(config::Variant v) const;
+  UpstreamPool* poolOf(config::Variant v) const;
+  // Takes a connection to a server of the current variant (not `exclude_server`) and queues
+  // the request on it (a retry moves what is queued). False when none could be had.
+  bool connectUpstream(int exclude_server);
+  RequestRewrite upstreamRewrite() const;
+  // Notes the head and makes the request id (unless the client sent X-Request-Id).
+  void takeHead(RequestHead& head);
+  void readUpstream();
+  void onResponseComplete();
+  void startShadow();
+  void detachShadow(bool complete);
+  void releaseUpstream(bool reusable);
+
+  // Errors: answers the client (or cuts the response when it has started). Records the outcome.
+  void fail(const ProxyError& error);
+  void failUpstream(ErrorKind kind);
+  bool retryable(ErrorKind kind) const;
+  Termination terminationFor(const ProxyError& error) const;
+  TerminationPhase requestPhase() const;
+  TerminationPhase upstreamPhase() const;
+  // Counts the exchange once (requests_total + duration unless `status` is 0, terminations)
+  // and writes its access-log line.
+  void recordOutcome(int status, Termination termination);
+
+  ExchangeContext& ctx_;
+  ResponseEncoder& encoder_;
+  ConnectionInfo connection_;
+  config::SnapshotConstSharedPtr snapshot_;  // the snapshot this request started with
+  const config::Route* route_ = nullptr;
+  RouteMetrics* route_metrics_ = nullptr;
+  RequestHead* head_ = nullptr;  // the connection's decoded head (valid to our end)
+  RequestFraming framing_;
+  SplitDecision decision_;
+  config::Variant variant_ = config::Variant::Blue;  // the variant that serves (after failover)
+  std::unique_ptr<UpstreamConn> upstream_;
+  Http1Client client_{*this};
+  ShadowRequest* shadow_ = nullptr;  // owned by the worker's Mirror; see mirror.h
+  std::string request_id_;  // generated X-Request-Id, or empty when the client sent one
+  std::string upstream_text_;  // the server that answered, for the access log
+  std::string set_cookie_;
+  uint64_t start_us_ = 0;
+  uint64_t request_body_bytes_ = 0;
+  unsigned response_status_ = 0;
+  int connect_attempts_ = 0;
+  bool failed_over_ = false;
+  bool request_done_ = false;
+  bool response_started_ = false;  // a response head went to the client
+  bool upgrade_accepted_ = false;  // a 101 went to the client: a tunnel follows
+  bool upstream_paused_ = false;   // upstream reading stopped: the client is slow
+  bool mirrored_ = false;
+  bool recorded_ = false;
+  bool ended_ = false;  // the response ended (or the client left): nothing more to do
+};
+
+// Makes Exchanges for the server connections of one worker.
+class ExchangeFactoryImpl final : public ExchangeFactory {
+ public:
+  explicit ExchangeFactoryImpl(ExchangeContext& ctx) : ctx_(ctx) {}
+  std::unique_ptr<RequestHandler> newExchange(ResponseEncoder& encoder,
+                                              const ConnectionInfo& connection) override {
+    return std::make_unique<Exchange>(ctx_, encoder, connection);
+  }
+
+ private:
+  ExchangeContext& ctx_;
+};
+
+}  // namespace sy::proxy

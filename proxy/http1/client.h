@@ -1,0 +1,124 @@
+#pragma once
+// The upstream half of one HTTP/1 exchange, on a Transport its caller holds (a pooled upstream
+// connection): encodes the request (the head rewritten, the body in the framing the head
+// announced), decodes the response and hands it to Callbacks. The primary exchange and the
+// shadow copies both use it, so an upstream response is parsed in one place.
+//
+// It also knows what a retry needs: whether any response byte arrived, and whether the
+// request can still be replayed on another connection (nothing of its body has left).
+//
+// Thread: worker-local.
+
+#include <cstdint>
+#include <string_view>
+
+#include "proxy/http/http_message.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/http1/http_codec.h"
+#include "proxy/net/transport.h"
+
+namespace sy::proxy {
+
+class Http1Client final : private MessageDecoder::BodySink {
+ public:
+  class Callbacks {
+   public:
+    virtual ~Callbacks() = default;
+    // A final response head (interim 1xx responses other than 101 are skipped). `framing`
+    // says how the upstream delimits the body.
+    virtual void onResponseHead(const ResponseHead& head, BodyFraming framing,
+                                uint64_t content_length) = 0;
+    // Response body bytes (chunk framing removed), or raw bytes after startTunnel().
+    virtual void onResponseBody(std::string_view data) = 0;
+  };
+
+  enum class Result : uint8_t {
+    NeedMore,  // all input decoded; more to come
+    Paused,    // the caller asked to stop (backpressure); input kept
+    Complete,  // the response (for a 101: its head) is complete
+    Error,     // malformed response; errorDescription() says why
+  };
+
+  explicit Http1Client(Callbacks& callbacks) : callbacks_(callbacks) {}
+  Http1Client(const Http1Client&) = delete;
+  Http1Client& operator=(const Http1Client&) = delete;
+
+  // Starts a request on `transport`: the head is queued at once (sent by the transport's
+  // flush, or when its connect completes).
+  void begin(Transport& transport, const RequestHead& head, const RequestRewrite& rewrite,
+             uint64_t max_head_bytes);
+  // Moves the request to `fresh` after its connection failed: a new head (the rewrite may name
+  // another variant) and the body queued so far that never left. Only when replayable().
+  void replayOn(Transport& fresh, const RequestHead& head, const RequestRewrite& rewrite);
+  void sendBody(std::string_view data);
+  void endRequest();
+  // After a 101: from now on bytes go both ways unframed.
+  void startTunnel() { tunnel_ = true; }
+  bool tunnel() const { return tunnel_; }
+
+  // Decodes what the transport's input holds. `paused` is asked before each step.
+  template <class Paused>
+  Result readResponse(Paused&& paused);
+  // The upstream closed: completes a close-delimited body (Complete) or reports a truncated
+  // response (Error).
+  Result readEof();
+
+  // Some response byte arrived.
+  bool responseStarted() const { return response_bytes_; }
+  // Nothing of the request body has left (or nothing was queued yet): the request can be
+  // replayed elsewhere.
+  bool replayable() const;
+  // The connection can serve another request: the request went out whole, the response was
+  // length-delimited, said keep-alive and nothing followed it.
+  bool reusable() const;
+  uint64_t bodyBytesSent() const { return body_bytes_; }
+  const ResponseHead& response() const { return decoder_.response(); }
+  const char* errorDescription() const { return decoder_.errorDescription(); }
+  Transport* transport() const { return transport_; }
+  // Forgets the transport (it went back to its pool or was closed).
+  void detach() { transport_ = nullptr; }
+
+ private:
+  void onBodyData(std::string_view data) override;
+  // One decode step. Returns Paused for "progress made, go on", NeedMore when the input
+  // yielded nothing, else the final outcome.
+  Result step();
+  void queue(std::string_view data);
+
+  Callbacks& callbacks_;
+  Transport* transport_ = nullptr;
+  MessageDecoder decoder_{MessageDecoder::Kind::Response, *this};
+  std::string head_;       // the encoded request head (kept for a replay's bookkeeping)
+  uint64_t queued_ = 0;    // bytes queued on transport_ for this request (head + body)
+  uint64_t body_bytes_ = 0;
+  uint64_t max_head_bytes_ = 0;
+  bool chunked_ = false;   // the body goes upstream chunked
+  bool request_done_ = false;
+  bool interim_ = false;   // a 1xx (not 101) is being skipped
+  bool response_bytes_ = false;
+  bool tunnel_ = false;
+};
+
+template <class Paused>
+Http1Client::Result Http1Client::readResponse(Paused&& paused) {
+  // A callback may end the exchange and detach the transport: checked before every step.
+  while (transport_ != nullptr && evbuffer_get_length(transport_->input()) > 0) {
+    evbuffer* in = transport_->input();
+    if (paused()) return Result::Paused;
+    response_bytes_ = true;
+    if (tunnel_) {
+      evbuffer_iovec vec;
+      if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
+      const size_t n = vec.iov_len;
+      callbacks_.onResponseBody({static_cast<const char*>(vec.iov_base), n});
+      evbuffer_drain(in, n);
+      continue;
+    }
+    const Result r = step();
+    if (r == Result::NeedMore) break;
+    if (r != Result::Paused) return r;
+  }
+  return Result::NeedMore;
+}
+
+}  // namespace sy::proxy

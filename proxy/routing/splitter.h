@@ -1,0 +1,70 @@
+#pragma once
+// key -> variant: overrides, then deterministic weighted hashing of (salt, key), then the
+// fallback. Pure: no I/O, no clocks; randomness is passed in by the caller. The running proxy
+// and `switchyard-ctl explain/simulate` call exactly these functions, so they cannot disagree.
+//
+// Thread: any (pure functions over an immutable Route).
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "config/snapshot.h"
+#include "proxy/http/client_ip.h"
+#include "proxy/http/http_message.h"
+
+namespace sy::proxy {
+
+struct SplitDecision {
+  enum class Reason : uint8_t {
+    Override,          // override_index says which
+    Key,               // key_source_index says which source (route.keys.size() = assign_cookie)
+    AssignedCookie,    // no key: a fresh id was made the key; respond with Set-Cookie
+    FallbackRandom,    // no key, fallback = "random"
+    FallbackClientIp,  // no key, fallback = "client_ip"
+    FallbackVariant,   // no key, fallback names a variant
+  };
+  config::Variant variant = config::Variant::Blue;
+  Reason reason = Reason::Key;
+  int override_index = -1;
+  int key_source_index = -1;
+  // The split key when the request has one (hashed unless an override decided), else the
+  // fallback's hashed value ("" when nothing was hashed).
+  std::string key;
+  uint64_t hash = 0;        // the winning variant's hash of (salt, variant, key), for explain
+  bool set_cookie = false;  // Reason::AssignedCookie: the response carries Set-Cookie: name=key
+};
+
+// Decides the variant of one request on `route`. `random_a`/`random_b` are fresh random values
+// (used for fallback = "random" and to mint assign_cookie ids).
+SplitDecision decide(const config::Route& route, const Headers& headers, const ClientIp& client,
+                     uint64_t random_a, uint64_t random_b);
+
+// Weighted rendezvous hashing over the variants with weight > 0 (see splitter.cc for why it
+// has the minimal-disruption properties of SPEC §4). Requires at least one weight > 0.
+config::Variant pickWeighted(std::string_view salt,
+                             const std::array<double, config::kWeightedVariants>& weights,
+                             std::string_view key);
+
+// One variant's term in pickWeighted()'s comparison: h_v = XXH3 of (salt, variant name, key),
+// u_v in (0,1) from its top 52 bits, and score_v = -weight / log(u_v). pickWeighted() is built
+// on this function, so `switchyard-ctl explain` can print every variant's score from the very
+// arithmetic the proxy uses. Any weight is accepted; pickWeighted() only compares variants whose
+// weight is > 0.
+struct VariantScore {
+  uint64_t hash = 0;
+  double u = 0.0;
+  double score = 0.0;
+};
+VariantScore variantScore(std::string_view salt, config::Variant variant, double weight,
+                          std::string_view key);
+
+// Whether `key` falls in the shadow sample of `percent` (0..100). Monotone in percent: a key
+// sampled at p is sampled at every p' >= p.
+bool shadowSampled(std::string_view salt, std::string_view key, double percent);
+
+// RFC 6265 cookie lookup over every Cookie header; quoted values are unquoted.
+std::optional<std::string_view> findCookie(const Headers& headers, std::string_view name);
+
+}  // namespace sy::proxy

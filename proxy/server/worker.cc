@@ -1,0 +1,190 @@
+#include "proxy/server/worker.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+namespace sy::proxy {
+
+Worker::Worker(size_t index, SharedState& shared, Publication first)
+    : shared_(shared),
+      context_(index, shared.connections),
+      pools_(context_),
+      mirror_(context_, shared.diffs),
+      exchanges_(context_, pools_, mirror_, *this),
+      factory_(exchanges_) {
+  event_base* base = context_.base();
+  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  posted_event_.reset(event_new(base, wake_fd_.get(), EV_READ | EV_PERSIST, &Worker::onPosted, this));
+  event_add(posted_event_.get(), nullptr);
+  drain_timer_.reset(evtimer_new(base, &Worker::onDrainTimer, this));
+  access_log_timer_.reset(evtimer_new(base, &Worker::onAccessLogTimer, this));
+  setGeneration(std::move(first));
+}
+
+Worker::~Worker() {
+  // Connections first: their exchanges return upstream connections to pools that must still
+  // exist.
+  connections_.clear();
+  context_.freeDeferred();
+  pools_.retireAll();
+  context_.freeDeferred();
+  listeners_.clear();
+  posted_event_.reset();
+}
+
+void Worker::addListeners(std::vector<ListenSocket> sockets) {
+  for (ListenSocket& s : sockets) {
+    std::unique_ptr<Listener> l = Listener::create(context_, *this, std::move(s));
+    if (l) listeners_.push_back(std::move(l));
+  }
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] {
+    event_base_loop(context_.base(), EVLOOP_NO_EXIT_ON_EMPTY);
+    access_batch_.flush();
+    finished_.store(true, std::memory_order_release);
+  });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    posted_.push_back(std::move(fn));
+  }
+  // The only cross-thread touch of a worker: a write to its eventfd wakes its loop.
+  const uint64_t one = 1;
+  ssize_t n = write(wake_fd_.get(), &one, sizeof(one));
+  (void)n;  // EAGAIN means the counter is already non-zero: a wake-up is pending anyway
+}
+
+void Worker::onPosted(evutil_socket_t, short, void* ctx) noexcept {
+  static_cast<Worker*>(ctx)->runPosted();
+}
+
+void Worker::runPosted() {
+  uint64_t count = 0;
+  ssize_t n = read(wake_fd_.get(), &count, sizeof(count));
+  (void)n;
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    tasks.swap(posted_);
+  }
+  for (auto& t : tasks) t();
+}
+
+void Worker::publish(Publication next, std::vector<ListenSocket> new_listeners) {
+  // (std::function wants a copyable task: the sockets travel behind a shared_ptr.)
+  auto sockets = std::make_shared<std::vector<ListenSocket>>(std::move(new_listeners));
+  post([this, next = std::move(next), sockets]() mutable {
+    closeRemovedListeners(*next.snapshot);
+    if (!context_.draining()) addListeners(std::move(*sockets));  // else they close with it
+    setGeneration(std::move(next));
+  });
+}
+
+void Worker::closeRemovedListeners(const config::Snapshot& next) {
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    const std::string& address = (*it)->address();
+    if (listensOn(next, address, (*it)->tls())) {
+      ++it;
+      continue;
+    }
+    SY_LOG(Info, "worker %zu: no longer listening on %s", index(), address.c_str());
+    for (auto& [ptr, owned] : connections_) {
+      if (ptr->listenerAddress() == address) ptr->closeWhenIdle();
+    }
+    it = listeners_.erase(it);
+  }
+}
+
+void Worker::setGeneration(Publication next) {
+  std::vector<const config::Pool*> pools;
+  pools.reserve(next.snapshot->pools.size());
+  for (const auto& [name, pool] : next.snapshot->pools) pools.push_back(&pool);
+  pools_.update(pools, *next.health);
+  mirror_.setSnapshot(*next.snapshot, *next.health);
+  exchanges_.snapshot = std::move(next.snapshot);
+  exchanges_.route_metrics = std::move(next.metrics);
+  health_ = std::move(next.health);
+}
+
+Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer,
+                                const std::string& address, bool tls) {
+  const config::Snapshot& snapshot = *exchanges_.snapshot;
+  if (context_.draining()) return Result::Refused;
+  if (shared_.connections.client.load(std::memory_order_relaxed) >=
+      snapshot.server.limits.max_connections) {
+    return Result::Full;  // refused now; the next ones wait in the backlog for a while
+  }
+  const config::ServerTls* server_tls = nullptr;
+  if (tls) {
+    // The certificates of the current snapshot: a reload changes them for new handshakes.
+    for (const config::TlsListener& l : snapshot.tls_listeners) {
+      if (l.address.text == address) server_tls = l.tls.get();
+    }
+    if (server_tls == nullptr) return Result::Refused;
+  }
+  std::unique_ptr<ServerConnection> conn = ServerConnection::create(
+      context_, factory_, *this, exchanges_.snapshot, std::move(fd), peer, address, server_tls);
+  if (!conn) return Result::Refused;
+  ServerConnection* key = conn.get();
+  connections_.emplace(key, std::move(conn));
+  return Result::Taken;
+}
+
+void Worker::connectionClosed(ServerConnection* conn) {
+  auto it = connections_.find(conn);
+  if (it == connections_.end()) return;
+  context_.deferDelete(std::move(it->second));
+  connections_.erase(it);
+  if (context_.draining()) maybeFinishDrain();
+}
+
+void Worker::drain(uint32_t timeout_ms) {
+  post([this, timeout_ms] {
+    context_.setDraining();
+    // Closed, not just disabled: a disabled socket still completes handshakes into its
+    // backlog, leaving new clients hanging until exit instead of being refused.
+    listeners_.clear();
+    for (auto& [ptr, owned] : connections_) ptr->closeWhenIdle();
+    timeval tv{static_cast<time_t>(timeout_ms / 1000),
+               static_cast<suseconds_t>(timeout_ms % 1000) * 1000};
+    evtimer_add(drain_timer_.get(), &tv);
+    maybeFinishDrain();
+  });
+}
+
+void Worker::maybeFinishDrain() {
+  if (connections_.empty()) event_base_loopexit(context_.base(), nullptr);
+}
+
+void Worker::onDrainTimer(evutil_socket_t, short, void* ctx) noexcept {
+  auto* w = static_cast<Worker*>(ctx);
+  SY_LOG(Warn, "worker %zu: drain timeout with %zu connections left", w->index(),
+         w->connections_.size());
+  event_base_loopexit(w->context_.base(), nullptr);
+}
+
+void Worker::log(const AccessLogEntry& entry) {
+  const bool was_empty = access_batch_.empty();
+  access_batch_.add(entry);
+  if (was_empty && !access_batch_.empty()) {
+    // A lone line is written within 100 ms; busy workers flush by size long before.
+    timeval tv{0, 100000};
+    evtimer_add(access_log_timer_.get(), &tv);
+  }
+}
+
+void Worker::onAccessLogTimer(evutil_socket_t, short, void* ctx) noexcept {
+  static_cast<Worker*>(ctx)->access_batch_.flush();
+}
+
+}  // namespace sy::proxy
