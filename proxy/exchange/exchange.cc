@@ -214,11 +214,11 @@ RequestRewrite Exchange::upstreamRewrite() const {
   return rw;
 }
 
-bool Exchange::connectUpstream(int exclude_server) {
+bool Exchange::connectUpstream(int exclude_server, bool fresh) {
   UpstreamPool* pool = poolOf(variant_);
   std::unique_ptr<UpstreamConn> conn;
   if (pool != nullptr && pool->serverCount() > 0) {
-    conn = pool->acquire(exclude_server, snapshot_->server.timeouts.upstream_connect_ms);
+    conn = pool->acquire(exclude_server, snapshot_->server.timeouts.upstream_connect_ms, fresh);
   }
   ++connect_attempts_;
   if (!conn) {
@@ -293,6 +293,7 @@ void Exchange::onUpstreamEvent(short events) {
     onResponseComplete();  // a close-delimited body ends here
     return;
   }
+  upstream_eof_ = (events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR);
   failUpstream(response_started_ ? ErrorKind::MalformedResponse
                                  : ErrorKind::ResetBeforeResponse);
 }
@@ -396,19 +397,26 @@ void Exchange::releaseUpstream(bool reusable) {
 
 bool Exchange::retryable(ErrorKind kind) const {
   // Nothing reached the server (a failed connect), or a reused keep-alive connection was
-  // closed under us before any response byte: safe for any method, as long as nothing of
-  // the body has left (Pingora's RetryType::ReusedOnly).
+  // closed (FIN) under us before any response byte: the server closed it as idle just as we
+  // reused it, so it never took the request. Safe for any method, as long as nothing of the
+  // body has left (Pingora's RetryType::ReusedOnly). A reset is not retried: the server may
+  // have read the request and failed on it.
   if (kind == ErrorKind::ConnectFailed) return true;
-  return kind == ErrorKind::ResetBeforeResponse && upstream_ && upstream_->reused() &&
-         !client_.responseStarted() && client_.replayable();
+  return kind == ErrorKind::ResetBeforeResponse && upstream_eof_ && upstream_ &&
+         upstream_->reused() && !client_.responseStarted() && client_.replayable();
 }
 
 void Exchange::failUpstream(ErrorKind kind) {
-  if (route_metrics_ != nullptr) {
-    route_metrics_->slot(ctx_.worker.index(), variant_).recordUpstreamError(kind);
+  const bool retry = retryable(kind);
+  // An idle connection the server closed as we reused it is neither the server's failure nor
+  // an error the client sees: not counted, not held against the server.
+  if (!(retry && kind == ErrorKind::ResetBeforeResponse)) {
+    if (route_metrics_ != nullptr) {
+      route_metrics_->slot(ctx_.worker.index(), variant_).recordUpstreamError(kind);
+    }
+    if (upstream_) upstream_->pool().reportResult(upstream_->serverIndex(), false);
   }
-  if (upstream_) upstream_->pool().reportResult(upstream_->serverIndex(), false);
-  fail({ErrorSource::Upstream, kind, retryable(kind)});
+  fail({ErrorSource::Upstream, kind, retry});
 }
 
 TerminationPhase Exchange::upstreamPhase() const {
@@ -452,11 +460,12 @@ void Exchange::fail(const ProxyError& error) {
   if (error.retryable && route_ != nullptr && head_ != nullptr && client_.replayable()) {
     const int failed_server = upstream_ ? static_cast<int>(upstream_->serverIndex()) : -1;
     UpstreamPool* pool = poolOf(variant_);
-    if (connect_attempts_ < 2 && pool != nullptr &&
-        (pool->serverCount() > 1 || error.kind == ErrorKind::ResetBeforeResponse)) {
-      // Once more: on another server of the same pool (a reused connection that was closed
-      // may also go to the same server afresh).
-      connectUpstream(error.kind == ErrorKind::ResetBeforeResponse ? -1 : failed_server);
+    if (error.kind == ErrorKind::ResetBeforeResponse && connect_attempts_ < 2) {
+      connectUpstream(-1, /*fresh=*/true);  // once, on a new connection, any server
+      return;
+    }
+    if (connect_attempts_ < 2 && pool != nullptr && pool->serverCount() > 1) {
+      connectUpstream(failed_server);  // once, on another server of the same pool
       return;
     }
     if (!failed_over_ && route_->failover && *route_->failover != variant_ &&

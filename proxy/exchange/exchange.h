@@ -60,9 +60,10 @@ class Exchange final : public RequestHandler,
 
   bool variantUsable(config::Variant v) const;
   UpstreamPool* poolOf(config::Variant v) const;
-  // Takes a connection to a server of the current variant (not `exclude_server`) and queues
-  // the request on it (a retry moves what is queued). False when none could be had.
-  bool connectUpstream(int exclude_server);
+  // Takes a connection to a server of the current variant (not `exclude_server`; `fresh`: not
+  // an idle one) and queues the request on it (a retry moves what is queued). False when none
+  // could be had.
+  bool connectUpstream(int exclude_server, bool fresh = false);
   RequestRewrite upstreamRewrite() const;
   // Notes the head and makes the request id (unless the client sent X-Request-Id).
   void takeHead(RequestHead& head);
@@ -108,6 +109,7 @@ class Exchange final : public RequestHandler,
   bool response_started_ = false;  // a response head went to the client
   bool upgrade_accepted_ = false;  // a 101 went to the client: a tunnel follows
   bool upstream_paused_ = false;   // upstream reading stopped: the client is slow
+  bool upstream_eof_ = false;      // the upstream's failure was a clean close (FIN), not a reset
   bool mirrored_ = false;
   bool recorded_ = false;
   bool ended_ = false;  // the response ended (or the client left): nothing more to do

@@ -119,14 +119,15 @@ void UpstreamPool::reportResult(size_t server, bool ok) {
          name_.c_str(), s.address.text.c_str(), kEjectMs, kPassiveFailures, worker_.index());
 }
 
-std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connect_timeout_ms) {
+std::unique_ptr<UpstreamConn> UpstreamPool::acquire(int exclude, uint32_t connect_timeout_ms,
+                                                    bool fresh) {
   now_ms_ = worker_.nowMs();
   const size_t i = selection_->pick(*this, exclude);
   if (i >= servers_.size()) return nullptr;
   Server& server = servers_[i];
   ++server.active;
   if (server.health != nullptr) bump(server.health->active(worker_.index()), 1);
-  if (!server.idle.empty()) {
+  if (!fresh && !server.idle.empty()) {
     std::unique_ptr<UpstreamConn> conn = std::move(server.idle.back());
     server.idle.pop_back();
     conn->reused_ = true;

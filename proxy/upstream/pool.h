@@ -96,7 +96,9 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool>, private 
   // error also when the connect could not start).
   // `exclude` is a server index to avoid (the one whose connect just failed) when others
   // exist; -1 for none. Null when no server is usable or the connect could not even start.
-  std::unique_ptr<UpstreamConn> acquire(int exclude, uint32_t connect_timeout_ms);
+  // `fresh`: never an idle one (a replay after a reused connection was closed under us).
+  std::unique_ptr<UpstreamConn> acquire(int exclude, uint32_t connect_timeout_ms,
+                                        bool fresh = false);
 
   // Takes a connection back after a request: kept idle if `reusable`, else closed.
   void release(std::unique_ptr<UpstreamConn> conn, bool reusable);
