@@ -18,9 +18,9 @@
 #include <benchmark/benchmark.h>
 
 #include "config/snapshot.h"
+#include "proxy/http/rewrite.h"
 #include "proxy/http1/http_codec.h"
 #include "proxy/observe/metrics.h"
-#include "proxy/http/rewrite.h"
 
 namespace {
 thread_local uint64_t tl_allocations = 0;

@@ -19,8 +19,8 @@ void logLine(LogLevel level, const char* fmt, ...) __attribute__((format(printf,
 
 }  // namespace sy
 
-#define SY_LOG(level, ...)                                                   \
-  do {                                                                       \
-    if (::sy::logEnabled(::sy::LogLevel::level))               \
-      ::sy::logLine(::sy::LogLevel::level, __VA_ARGS__);       \
+#define SY_LOG(level, ...)                               \
+  do {                                                   \
+    if (::sy::logEnabled(::sy::LogLevel::level))         \
+      ::sy::logLine(::sy::LogLevel::level, __VA_ARGS__); \
   } while (0)

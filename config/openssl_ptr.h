@@ -11,7 +11,6 @@
 
 namespace sy::config {
 
-
 using SslPtr = std::unique_ptr<SSL, CDeleter<&SSL_free>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, CDeleter<&SSL_CTX_free>>;
 // Contexts are shared: by the per-address copies of a listener and by connections that

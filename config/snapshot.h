@@ -124,9 +124,9 @@ struct Cidr {
 struct Override {
   enum class Kind : uint8_t { Header, Cookie, ClientIp };
   Kind kind;
-  std::string name;             // header or cookie name (Header/Cookie)
-  std::shared_ptr<RE2> regex;   // full match against the value (Header/Cookie)
-  std::vector<Cidr> networks;   // ClientIp
+  std::string name;            // header or cookie name (Header/Cookie)
+  std::shared_ptr<RE2> regex;  // full match against the value (Header/Cookie)
+  std::vector<Cidr> networks;  // ClientIp
   Variant variant;
 };
 

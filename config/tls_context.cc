@@ -152,8 +152,8 @@ std::optional<std::string> buildClientTls(bool verify, const std::string& ca_fil
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   // IGNORE_UNEXPECTED_EOF: many servers end a close-delimited body with a bare TCP close;
   // OpenSSL 3 would call that an error, libevent would then report an error instead of EOF.
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                     SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_options(
+      ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
   if (verify) {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);

@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include "config/loader.h"
 #include "common/log.h"
+#include "config/loader.h"
 #include "proxy/server/server.h"
 
 namespace {

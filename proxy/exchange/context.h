@@ -33,7 +33,7 @@ struct ExchangeContext {
   PoolSet& pools;
   Mirror& mirror;
   AccessLogSink& access_log;
-  config::SnapshotConstSharedPtr snapshot;                  // the current generation
+  config::SnapshotConstSharedPtr snapshot;                 // the current generation
   std::shared_ptr<const RouteMetricsTable> route_metrics;  // parallel to snapshot->routes
 
   // The metrics of route `index` of `snapshot`; index == routes.size() for unmatched requests.

@@ -58,8 +58,7 @@ struct Exchange::FlushOnExit {
   Exchange& exchange;
 };
 
-Exchange::Exchange(ExchangeContext& ctx, ResponseEncoder& encoder,
-                   const ConnectionInfo& connection)
+Exchange::Exchange(ExchangeContext& ctx, ResponseEncoder& encoder, const ConnectionInfo& connection)
     : ctx_(ctx), encoder_(encoder), connection_(connection), start_us_(nowUs()) {}
 
 Exchange::~Exchange() {
@@ -105,9 +104,9 @@ void Exchange::decodeHead(RequestHead& head, const RequestFraming& framing) {
   }
   route_metrics_ = &ctx_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
   static const ClientIp kNoAddress;
-  decision_ = decide(*route_, head.headers,
-                     connection_.client_addr ? *connection_.client_addr : kNoAddress,
-                     ctx_.worker.random(), ctx_.worker.random());
+  decision_ =
+      decide(*route_, head.headers, connection_.client_addr ? *connection_.client_addr : kNoAddress,
+             ctx_.worker.random(), ctx_.worker.random());
   variant_ = decision_.variant;
   if (decision_.set_cookie) set_cookie_ = route_->assign_cookie + "=" + decision_.key;
   if (!variantUsable(variant_)) {
@@ -170,7 +169,8 @@ void Exchange::onClientGone(TerminationPhase phase) {
     return;
   }
   if (phase == TerminationPhase::Head) head_ = nullptr;
-  Termination t{TerminationSource::Client, phase == TerminationPhase::Head ? phase : requestPhase()};
+  Termination t{TerminationSource::Client,
+                phase == TerminationPhase::Head ? phase : requestPhase()};
   ended_ = true;
   releaseUpstream(false);
   detachShadow(false);
@@ -294,8 +294,7 @@ void Exchange::onUpstreamEvent(short events) {
     return;
   }
   upstream_eof_ = (events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR);
-  failUpstream(response_started_ ? ErrorKind::MalformedResponse
-                                 : ErrorKind::ResetBeforeResponse);
+  failUpstream(response_started_ ? ErrorKind::MalformedResponse : ErrorKind::ResetBeforeResponse);
 }
 
 void Exchange::readUpstream() {
@@ -310,8 +309,7 @@ void Exchange::readUpstream() {
     });
     switch (r) {
       case Http1Client::Result::NeedMore:
-      case Http1Client::Result::Paused:
-        return;
+      case Http1Client::Result::Paused: return;
       case Http1Client::Result::Error:
         SY_LOG(Warn, "upstream %s: malformed response: %s", upstream_->address().text.c_str(),
                client_.errorDescription());
@@ -433,24 +431,20 @@ TerminationPhase Exchange::requestPhase() const {
 
 Termination Exchange::terminationFor(const ProxyError& error) const {
   switch (error.kind) {
-    case ErrorKind::HeadTimeout:
-      return {TerminationSource::Client, TerminationPhase::Head};
+    case ErrorKind::HeadTimeout: return {TerminationSource::Client, TerminationPhase::Head};
     case ErrorKind::MalformedRequest:
     case ErrorKind::HeadTooLarge:
     case ErrorKind::VersionNotSupported:
-    case ErrorKind::NoRoute:
-      return {TerminationSource::Proxy, TerminationPhase::Head};
+    case ErrorKind::NoRoute: return {TerminationSource::Proxy, TerminationPhase::Head};
     case ErrorKind::BodyTooLarge:
       // By Content-Length at the head, or a chunked body that outgrew the limit.
       return {TerminationSource::Proxy,
               request_body_bytes_ == 0 ? TerminationPhase::Head : TerminationPhase::Body};
-    case ErrorKind::NoHealthyServer:
-      return {TerminationSource::Proxy, TerminationPhase::Connect};
+    case ErrorKind::NoHealthyServer: return {TerminationSource::Proxy, TerminationPhase::Connect};
     case ErrorKind::ConnectFailed:
     case ErrorKind::ResetBeforeResponse:
     case ErrorKind::MalformedResponse:
-    case ErrorKind::ResponseTimeout:
-      return {TerminationSource::Upstream, upstreamPhase()};
+    case ErrorKind::ResponseTimeout: return {TerminationSource::Upstream, upstreamPhase()};
   }
   return {TerminationSource::Proxy, requestPhase()};
 }
@@ -471,9 +465,8 @@ void Exchange::fail(const ProxyError& error) {
     if (!failed_over_ && route_->failover && *route_->failover != variant_ &&
         variantUsable(*route_->failover)) {
       // Every try of the chosen variant failed: its pool is unusable now.
-      SY_LOG(Warn, "route %s: variant %s unreachable, failing over to %s",
-             route_->name.c_str(), config::variantName(variant_),
-             config::variantName(*route_->failover));
+      SY_LOG(Warn, "route %s: variant %s unreachable, failing over to %s", route_->name.c_str(),
+             config::variantName(variant_), config::variantName(*route_->failover));
       failed_over_ = true;
       variant_ = *route_->failover;
       connect_attempts_ = 0;

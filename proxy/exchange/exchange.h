@@ -97,8 +97,8 @@ class Exchange final : public RequestHandler,
   std::unique_ptr<UpstreamConn> upstream_;
   Http1Client client_{*this};
   ShadowRequest* shadow_ = nullptr;  // owned by the worker's Mirror; see mirror.h
-  std::string request_id_;  // generated X-Request-Id, or empty when the client sent one
-  std::string upstream_text_;  // the server that answered, for the access log
+  std::string request_id_;           // generated X-Request-Id, or empty when the client sent one
+  std::string upstream_text_;        // the server that answered, for the access log
   std::string set_cookie_;
   uint64_t start_us_ = 0;
   uint64_t request_body_bytes_ = 0;

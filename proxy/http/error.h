@@ -11,18 +11,18 @@ enum class ErrorSource : uint8_t { Downstream, Upstream };
 
 enum class ErrorKind : uint8_t {
   // Downstream (the client's request)
-  MalformedRequest,   // 400
-  HeadTimeout,        // 408: the head did not arrive within client_header_ms
-  HeadTooLarge,       // 431
-  BodyTooLarge,       // 413
-  NoRoute,            // 404
-  VersionNotSupported,// 505
+  MalformedRequest,     // 400
+  HeadTimeout,          // 408: the head did not arrive within client_header_ms
+  HeadTooLarge,         // 431
+  BodyTooLarge,         // 413
+  NoRoute,              // 404
+  VersionNotSupported,  // 505
   // Upstream
-  ConnectFailed,      // 502, retryable (nothing was sent)
-  ResetBeforeResponse,// 502
-  MalformedResponse,  // 502
-  ResponseTimeout,    // 504
-  NoHealthyServer,    // 503
+  ConnectFailed,        // 502, retryable (nothing was sent)
+  ResetBeforeResponse,  // 502
+  MalformedResponse,    // 502
+  ResponseTimeout,      // 504
+  NoHealthyServer,      // 503
 };
 
 struct ProxyError {

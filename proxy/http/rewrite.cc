@@ -87,10 +87,8 @@ bool isFixedHopByHop(Field f) {
     case Field::Te:
     case Field::Trailer:
     case Field::Upgrade:
-    case Field::TransferEncoding:
-      return true;
-    default:
-      return false;
+    case Field::TransferEncoding: return true;
+    default: return false;
   }
 }
 
@@ -162,9 +160,7 @@ void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
       case Field::XForwardedHost:     // set below
       case Field::XSwitchyardShadow:  // only we say what is a shadow copy
         continue;
-      case Field::Host:
-        host = h.value;
-        break;
+      case Field::Host: host = h.value; break;
       case Field::XForwardedFor: {
         // Several X-Forwarded-For fields are one list (RFC 9110 §5.3): merge them, ours last.
         if (have_xff) continue;
@@ -180,8 +176,7 @@ void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
         out.append(", ").append(rw.client_ip).append(kCrlf);
         continue;
       }
-      default:
-        break;
+      default: break;
     }
     if (!rw.variant_header.empty() && equalsIgnoreCase(name, rw.variant_header)) continue;
     appendHeader(out, name, h.value);
@@ -234,8 +229,8 @@ void appendDownstreamResponseHead(std::string& out, const ResponseHead& head,
   out.append(kCrlf);
 }
 
-void appendErrorResponse(std::string& out, int status, std::string_view message,
-                         bool keep_alive, std::string_view request_id) {
+void appendErrorResponse(std::string& out, int status, std::string_view message, bool keep_alive,
+                         std::string_view request_id) {
   out.append("HTTP/1.1 ");
   appendNumber(out, static_cast<uint64_t>(status));
   out.append(" ").append(reasonPhrase(status)).append(kCrlf);

@@ -25,16 +25,16 @@ namespace sy::proxy {
 
 // What the connection knows about the client, for every exchange on it.
 struct ConnectionInfo {
-  std::string_view client_ip;  // the peer address as text (X-Forwarded-For, access log)
+  std::string_view client_ip;             // the peer address as text (X-Forwarded-For, access log)
   const ClientIp* client_addr = nullptr;  // the peer address (routing by client_ip)
-  bool tls = false;                   // X-Forwarded-Proto https
+  bool tls = false;                       // X-Forwarded-Proto https
 };
 
 // What the connection learned from the request head besides the head itself.
 struct RequestFraming {
   BodyFraming framing = BodyFraming::None;  // None, ContentLength or Chunked
   uint64_t content_length = 0;
-  bool upgrade = false;       // an Upgrade request (a 101 turns the rest into a tunnel)
+  bool upgrade = false;          // an Upgrade request (a 101 turns the rest into a tunnel)
   bool expect_continue = false;  // "Expect: 100-continue": the connection sends 100 on demand
 };
 

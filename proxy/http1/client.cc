@@ -90,8 +90,7 @@ Http1Client::Result Http1Client::step() {
         return Result::Paused;
       }
       return Result::Complete;
-    case MessageDecoder::Event::Error:
-      return Result::Error;
+    case MessageDecoder::Event::Error: return Result::Error;
   }
   return Result::Error;
 }

@@ -88,13 +88,13 @@ class Http1Client final : private MessageDecoder::BodySink {
   Callbacks& callbacks_;
   Transport* transport_ = nullptr;
   MessageDecoder decoder_{MessageDecoder::Kind::Response, *this};
-  std::string head_;       // the encoded request head (kept for a replay's bookkeeping)
-  uint64_t queued_ = 0;    // bytes queued on transport_ for this request (head + body)
+  std::string head_;     // the encoded request head (kept for a replay's bookkeeping)
+  uint64_t queued_ = 0;  // bytes queued on transport_ for this request (head + body)
   uint64_t body_bytes_ = 0;
   uint64_t max_head_bytes_ = 0;
-  bool chunked_ = false;   // the body goes upstream chunked
+  bool chunked_ = false;  // the body goes upstream chunked
   bool request_done_ = false;
-  bool interim_ = false;   // a 1xx (not 101) is being skipped
+  bool interim_ = false;  // a 1xx (not 101) is being skipped
   bool response_bytes_ = false;
   bool tunnel_ = false;
 };

@@ -329,7 +329,8 @@ int MessageDecoder::onHeaderValue(http_parser* p, const char* at, size_t len) {
 int MessageDecoder::onHeadersComplete(http_parser* p) {
   MessageDecoder& d = self(p);
   d.in_head_ = false;
-  d.headers().resize(d.headers_used_);  // only ever shrinks: drops what the last message had more of
+  d.headers().resize(
+      d.headers_used_);  // only ever shrinks: drops what the last message had more of
   if (d.kind_ == Kind::Request) {
     d.request_.method = http_method_str(static_cast<http_method>(p->method));
     d.request_.http_major = p->http_major;

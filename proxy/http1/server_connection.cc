@@ -166,15 +166,12 @@ void ServerConnection::onTimer() {
         decodeError(ErrorKind::HeadTimeout);
       }
       return;
-    case State::Idle:  // an idle keep-alive connection (or a drain's idle wait)
+    case State::Idle:     // an idle keep-alive connection (or a drain's idle wait)
     case State::Closing:  // the last flush is bounded
-    case State::Lingering:
-      closeNow();
-      return;
+    case State::Lingering: closeNow(); return;
     case State::Discarding:
     case State::Tunnel:
-    case State::Closed:
-      return;
+    case State::Closed: return;
   }
 }
 
@@ -231,14 +228,9 @@ void ServerConnection::processInput() {
     size_t consumed = 0;
     const MessageDecoder::Event ev = decodeFrom(decoder_, in, consumed);
     switch (ev) {
-      case MessageDecoder::Event::NeedMore:
-        break;
-      case MessageDecoder::Event::HeadComplete:
-        onHeadComplete();
-        break;
-      case MessageDecoder::Event::MessageComplete:
-        onMessageComplete();
-        break;
+      case MessageDecoder::Event::NeedMore: break;
+      case MessageDecoder::Event::HeadComplete: onHeadComplete(); break;
+      case MessageDecoder::Event::MessageComplete: onMessageComplete(); break;
       case MessageDecoder::Event::Error:
         SY_LOG(Debug, "client %s: bad request: %s", client_ip_.c_str(),
                decoder_.errorDescription());
@@ -312,7 +304,7 @@ void ServerConnection::onMessageComplete() {
 void ServerConnection::decodeError(ErrorKind kind) {
   if (state_ != State::Request) return;
   exchange().decodeError({ErrorSource::Downstream, kind},
-                          head_complete_ ? &decoder_.request() : nullptr);
+                         head_complete_ ? &decoder_.request() : nullptr);
 }
 
 void ServerConnection::clientGone() {
@@ -366,9 +358,7 @@ void ServerConnection::encodeHead(const Head& h) {
   }
   if (decoder_.upgrade()) keep_alive_ = false;  // a refused upgrade: do not resync
   switch (h.framing) {
-    case BodyFraming::None:
-      rw.framing = BodyFraming::None;
-      break;
+    case BodyFraming::None: rw.framing = BodyFraming::None; break;
     case BodyFraming::ContentLength:
       rw.framing = BodyFraming::ContentLength;
       rw.content_length = h.content_length;

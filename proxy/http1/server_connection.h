@@ -137,21 +137,21 @@ class ServerConnection final : public Deferrable,
   std::unique_ptr<RequestHandler> exchange_;
   std::string scratch_;  // response heads being encoded (keeps its capacity)
   State state_ = State::Idle;
-  uint64_t bytes_out_ = 0;        // response bytes encoded in this exchange
-  uint64_t body_seen_ = 0;        // body bytes of the current request decoded so far
-  uint64_t linger_budget_ = 0;    // Closing, Lingering: bytes still to discard before closing
+  uint64_t bytes_out_ = 0;      // response bytes encoded in this exchange
+  uint64_t body_seen_ = 0;      // body bytes of the current request decoded so far
+  uint64_t linger_budget_ = 0;  // Closing, Lingering: bytes still to discard before closing
   bool tls_;
   bool in_process_input_ = false;
-  bool head_complete_ = false;    // the current request's head was decoded
-  bool request_done_ = false;     // the whole current request was decoded
-  bool response_done_ = false;    // the current exchange's response ended
-  bool keep_alive_ = true;        // the connection survives the current exchange
-  bool http10_ = false;           // the current request is HTTP/1.0
-  bool head_request_ = false;     // HEAD: the response carries no body
-  bool response_chunked_ = false; // the response body goes to the client chunked
+  bool head_complete_ = false;     // the current request's head was decoded
+  bool request_done_ = false;      // the whole current request was decoded
+  bool response_done_ = false;     // the current exchange's response ended
+  bool keep_alive_ = true;         // the connection survives the current exchange
+  bool http10_ = false;            // the current request is HTTP/1.0
+  bool head_request_ = false;      // HEAD: the response carries no body
+  bool response_chunked_ = false;  // the response body goes to the client chunked
   bool continue_sent_ = false;
   bool expect_continue_ = false;
-  bool client_paused_ = false;    // reading stopped: the exchange's upstream is slow
+  bool client_paused_ = false;  // reading stopped: the exchange's upstream is slow
   bool client_eof_ = false;
   bool close_when_idle_ = false;
   bool linger_ = false;  // Closing: linger once the output is out

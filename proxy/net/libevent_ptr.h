@@ -13,7 +13,6 @@
 
 namespace sy::proxy {
 
-
 using EventBasePtr = std::unique_ptr<event_base, CDeleter<&event_base_free>>;
 using EventPtr = std::unique_ptr<event, CDeleter<&event_free>>;
 using BufferEventPtr = std::unique_ptr<bufferevent, CDeleter<&bufferevent_free>>;

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "config/snapshot.h"
 #include "common/unique_fd.h"
+#include "config/snapshot.h"
 #include "proxy/net/libevent_ptr.h"
 #include "proxy/net/worker_context.h"
 

@@ -68,7 +68,8 @@ std::unique_ptr<PlainTransport> PlainTransport::accepted(event_base* base, Uniqu
 }
 
 std::unique_ptr<PlainTransport> PlainTransport::connect(event_base* base, const sockaddr* addr,
-                                                  socklen_t len, uint32_t connect_timeout_ms) {
+                                                        socklen_t len,
+                                                        uint32_t connect_timeout_ms) {
   UniqueFd fd(socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return nullptr;
   setNoDelay(fd.get());
@@ -101,10 +102,10 @@ void keepRegistered(event* ev, bool want, bool& registered) {
 void PlainTransport::updateEvents() {
   // Reading stops at EOF (the socket would report it forever) and above the high-water mark
   // (flush() restarts it once the consumer drained).
-  keepRegistered(read_ev_.get(),
-                 reading_ && !eof_ && !closed_ && !connecting_ &&
-                     evbuffer_get_length(in_) < kReadHighWater,
-                 read_registered_);
+  keepRegistered(
+      read_ev_.get(),
+      reading_ && !eof_ && !closed_ && !connecting_ && evbuffer_get_length(in_) < kReadHighWater,
+      read_registered_);
   keepRegistered(write_ev_.get(), (connecting_ || write_waiting_) && !closed_, write_registered_);
 }
 
@@ -257,8 +258,8 @@ void PlainTransport::onReadable() {
   }
   const size_t want = std::min(kReadChunk, kReadHighWater - len);
   evbuffer_iovec vec[2];
-  const int n = evbuffer_reserve_space(in_, static_cast<ev_ssize_t>(std::min(want, kDirectRead)),
-                                       vec, 2);
+  const int n =
+      evbuffer_reserve_space(in_, static_cast<ev_ssize_t>(std::min(want, kDirectRead)), vec, 2);
   if (n <= 0) {
     fail(BEV_EVENT_ERROR | BEV_EVENT_READING, ENOMEM);
     return;
@@ -348,8 +349,8 @@ std::string PlainTransport::failure() const {
 TlsTransport::TlsTransport(BufferEventPtr bev) : bev_(std::move(bev)) {
   in_ = bufferevent_get_input(bev_.get());
   out_ = bufferevent_get_output(bev_.get());
-  bufferevent_setcb(bev_.get(), &TlsTransport::readCb, &TlsTransport::writeCb, &TlsTransport::eventCb,
-                    this);
+  bufferevent_setcb(bev_.get(), &TlsTransport::readCb, &TlsTransport::writeCb,
+                    &TlsTransport::eventCb, this);
   bufferevent_setwatermark(bev_.get(), EV_READ, 0, kReadHighWater);
   bufferevent_setwatermark(bev_.get(), EV_WRITE, kWriteLowWater, 0);
   // Both directions always: the TLS handshake and alerts need writes the owner never asked

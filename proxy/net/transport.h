@@ -97,7 +97,7 @@ class PlainTransport final : public Transport {
   // Starts a non-blocking connect; its outcome is an event (CONNECTED, or ERROR; a
   // connect_timeout_ms write timeout). Null if no socket could be made.
   static std::unique_ptr<PlainTransport> connect(event_base* base, const sockaddr* addr,
-                                              socklen_t len, uint32_t connect_timeout_ms);
+                                                 socklen_t len, uint32_t connect_timeout_ms);
   ~PlainTransport() override;
 
   void setHandler(Handler* handler) override;

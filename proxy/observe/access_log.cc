@@ -89,9 +89,8 @@ void appendAccessLogLine(std::string& out, const AccessLogEntry& e) {
   tm tm{};
   gmtime_r(&secs, &tm);
   char ts[64];
-  snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           static_cast<int>(e.ts_ms % 1000));
+  snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(e.ts_ms % 1000));
   out += "{\"ts\":\"";
   out += ts;
   out += '"';

@@ -26,8 +26,7 @@ void VariantCounters::recordUpstreamError(ErrorKind kind) {
     case ErrorKind::MalformedResponse:
       bump(upstream_errors[static_cast<size_t>(UpstreamErrorKind::Protocol)]);
       break;
-    default:
-      break;
+    default: break;
   }
 }
 

@@ -117,7 +117,6 @@ bool cidrContains(const config::Cidr& net, const ClientIp& ip) {
   return (net.addr[whole] & mask) == (ip.bytes[whole] & mask);
 }
 
-
 void appendHex(std::string& out, uint64_t v) {
   static constexpr char kDigits[] = "0123456789abcdef";
   for (int shift = 60; shift >= 0; shift -= 4) out.push_back(kDigits[(v >> shift) & 0xf]);

@@ -24,8 +24,7 @@ class ConfigWatcher {
 
   // Null with `error` set when inotify is unavailable.
   static std::unique_ptr<ConfigWatcher> create(event_base* base, const std::string& path,
-                                               std::function<void()> on_change,
-                                               std::string& error);
+                                               std::function<void()> on_change, std::string& error);
   ~ConfigWatcher();
   ConfigWatcher(const ConfigWatcher&) = delete;
   ConfigWatcher& operator=(const ConfigWatcher&) = delete;

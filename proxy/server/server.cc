@@ -12,8 +12,8 @@
 
 #include <http_parser.h>
 
-#include "config/loader.h"
 #include "common/log.h"
+#include "config/loader.h"
 
 namespace sy::proxy {
 namespace {

@@ -12,10 +12,10 @@
 
 #include "config/snapshot.h"
 #include "proxy/admin/admin.h"
-#include "proxy/server/config_watch.h"
 #include "proxy/net/libevent_ptr.h"
 #include "proxy/net/listener.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/server/config_watch.h"
 #include "proxy/server/worker.h"
 
 namespace sy::proxy {

@@ -16,7 +16,8 @@ Worker::Worker(size_t index, SharedState& shared, Publication first)
       factory_(exchanges_) {
   event_base* base = context_.base();
   wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  posted_event_.reset(event_new(base, wake_fd_.get(), EV_READ | EV_PERSIST, &Worker::onPosted, this));
+  posted_event_.reset(
+      event_new(base, wake_fd_.get(), EV_READ | EV_PERSIST, &Worker::onPosted, this));
   event_add(posted_event_.get(), nullptr);
   drain_timer_.reset(evtimer_new(base, &Worker::onDrainTimer, this));
   access_log_timer_.reset(evtimer_new(base, &Worker::onAccessLogTimer, this));
@@ -116,8 +117,8 @@ void Worker::setGeneration(Publication next) {
   health_ = std::move(next.health);
 }
 
-Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer,
-                                const std::string& address, bool tls) {
+Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer, const std::string& address,
+                                bool tls) {
   const config::Snapshot& snapshot = *exchanges_.snapshot;
   if (context_.draining()) return Result::Refused;
   if (shared_.connections.client.load(std::memory_order_relaxed) >=

@@ -75,8 +75,7 @@ class Worker final : private Acceptor, private ServerConnection::Owner, private 
 
  private:
   // Acceptor.
-  Result accept(UniqueFd fd, const sockaddr* peer, const std::string& address,
-                bool tls) override;
+  Result accept(UniqueFd fd, const sockaddr* peer, const std::string& address, bool tls) override;
   // ServerConnection::Owner.
   void connectionClosed(ServerConnection* conn) override;
   // AccessLogSink: lines are batched; a lone line is written within 100 ms.

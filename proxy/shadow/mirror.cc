@@ -9,7 +9,6 @@
 namespace sy::proxy {
 namespace {
 
-
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -156,12 +155,9 @@ void ShadowRequest::onUpstreamRead() {
       shadow_.finish();
       finishShadow(ShadowResult::Completed);
       return;
-    case Http1Client::Result::Error:
-      finishShadow(ShadowResult::Failed);
-      return;
+    case Http1Client::Result::Error: finishShadow(ShadowResult::Failed); return;
     case Http1Client::Result::NeedMore:
-    case Http1Client::Result::Paused:
-      return;
+    case Http1Client::Result::Paused: return;
   }
 }
 

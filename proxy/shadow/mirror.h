@@ -24,13 +24,13 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "config/snapshot.h"
 #include "common/deferred.h"
-#include "proxy/upstream/health.h"
-#include "proxy/http1/client.h"
-#include "proxy/observe/metrics.h"
+#include "config/snapshot.h"
 #include "proxy/http/rewrite.h"
+#include "proxy/http1/client.h"
 #include "proxy/net/worker_context.h"
+#include "proxy/observe/metrics.h"
+#include "proxy/upstream/health.h"
 #include "proxy/upstream/pool.h"
 #include "proxy/upstream/pool_set.h"
 
@@ -73,7 +73,9 @@ class ResponseSummary {
   ResponseSummary() { XXH3_64bits_reset(&digest_state_); }
   void setHead(const ResponseHead& head, const config::ShadowSettings& settings,
                std::string_view variant_header);
-  void addBody(std::string_view data) { XXH3_64bits_update(&digest_state_, data.data(), data.size()); }
+  void addBody(std::string_view data) {
+    XXH3_64bits_update(&digest_state_, data.data(), data.size());
+  }
   void finish() {
     digest_ = XXH3_64bits_digest(&digest_state_);
     complete_ = true;
@@ -120,8 +122,8 @@ class ShadowRequest : public Deferrable,
  private:
   friend class Mirror;
 
-  ShadowRequest(Mirror& mirror, config::SnapshotConstSharedPtr snapshot,
-                const config::Route& route, RouteMetrics& metrics, std::unique_ptr<UpstreamConn> conn);
+  ShadowRequest(Mirror& mirror, config::SnapshotConstSharedPtr snapshot, const config::Route& route,
+                RouteMetrics& metrics, std::unique_ptr<UpstreamConn> conn);
 
   void onUpstreamRead() override;
   void onUpstreamWrite() override {}

@@ -37,8 +37,7 @@ BufferEventPtr newTlsBufferEvent(event_base* base, const UpstreamTls& tls,
     SSL_set_tlsext_host_name(ssl.get(), name.c_str());
     if (tls.verify) SSL_set1_host(ssl.get(), name.c_str());
   }
-  BufferEventPtr bev(bufferevent_openssl_socket_new(base, -1, ssl.get(),
-                                                    BUFFEREVENT_SSL_CONNECTING,
+  BufferEventPtr bev(bufferevent_openssl_socket_new(base, -1, ssl.get(), BUFFEREVENT_SSL_CONNECTING,
                                                     BEV_OPT_CLOSE_ON_FREE));
   if (!bev) return nullptr;
   ssl.release();  // the bufferevent owns the SSL from here (BEV_OPT_CLOSE_ON_FREE)

@@ -5,7 +5,6 @@
 
 #include <event2/keyvalq_struct.h>
 
-
 #include "common/log.h"
 #include "common/timeval.h"
 #include "proxy/upstream/connector.h"
@@ -83,7 +82,6 @@ bool splitAddress(const config::SocketAddress& a, std::string& ip, uint16_t& por
   return true;
 }
 
-
 }  // namespace
 
 HealthChecker::HealthChecker(event_base* base, HealthRegistry& registry)
@@ -152,8 +150,8 @@ void HealthChecker::start(Target& t) {
       return;
     }
   }
-  t.conn.reset(evhttp_connection_base_bufferevent_new(base_, nullptr, bev.release(),
-                                                       t.ip.c_str(), t.port));
+  t.conn.reset(
+      evhttp_connection_base_bufferevent_new(base_, nullptr, bev.release(), t.ip.c_str(), t.port));
   if (!t.conn) {
     finish(t, false);
     return;

@@ -69,8 +69,7 @@ class HealthRegistry {
   std::map<std::pair<std::string, std::string>, std::unique_ptr<ServerHealth>> entries_;
 };
 
-using EvHttpConnectionPtr =
-    std::unique_ptr<evhttp_connection, CDeleter<&evhttp_connection_free>>;
+using EvHttpConnectionPtr = std::unique_ptr<evhttp_connection, CDeleter<&evhttp_connection_free>>;
 
 // Runs the active checks of the current snapshot's pools.
 class HealthChecker {

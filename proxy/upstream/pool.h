@@ -11,13 +11,13 @@
 #include <memory>
 #include <vector>
 
-#include "config/snapshot.h"
 #include "common/deferred.h"
-#include "proxy/upstream/health.h"
+#include "config/snapshot.h"
 #include "proxy/net/libevent_ptr.h"
 #include "proxy/net/transport.h"
 #include "proxy/net/worker_context.h"
 #include "proxy/upstream/connector.h"
+#include "proxy/upstream/health.h"
 #include "proxy/upstream/selection.h"
 
 namespace sy::proxy {
@@ -25,8 +25,8 @@ namespace sy::proxy {
 class UpstreamPool;
 
 // One connection to an upstream server. While serving a request it is owned by that
-// request's exchange (or shadow copy), which receives its events through Owner; between requests it sits
-// idle in its pool.
+// request's exchange (or shadow copy), which receives its events through Owner; between requests it
+// sits idle in its pool.
 class UpstreamConn : public Deferrable, private Transport::Handler {
  public:
   class Owner {
@@ -61,7 +61,8 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
 
  private:
   friend class UpstreamPool;
-  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server, std::unique_ptr<Transport> stream);
+  UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server,
+               std::unique_ptr<Transport> stream);
   void onTransportRead() override;
   void onTransportWrite() override;
   void onTransportEvent(short events) override;

@@ -18,7 +18,7 @@ class ServerView {
  public:
   virtual ~ServerView() = default;
   virtual size_t size() const = 0;
-  virtual bool usable(size_t server) const = 0;  // healthy and not ejected
+  virtual bool usable(size_t server) const = 0;      // healthy and not ejected
   virtual uint32_t active(size_t server) const = 0;  // this worker's connections serving a request
 };
 

@@ -22,18 +22,13 @@ using EvHttpConnectionPtr = std::unique_ptr<evhttp_connection, CDeleter<&evhttp_
 
 const char* requestErrorText(evhttp_request_error e) {
   switch (e) {
-    case EVREQ_HTTP_TIMEOUT:
-      return "timed out";
+    case EVREQ_HTTP_TIMEOUT: return "timed out";
     case EVREQ_HTTP_EOF:
       return "connection closed before a complete answer (refused, or the peer hung up)";
-    case EVREQ_HTTP_INVALID_HEADER:
-      return "invalid HTTP answer";
-    case EVREQ_HTTP_BUFFER_ERROR:
-      return "read or write error";
-    case EVREQ_HTTP_REQUEST_CANCEL:
-      return "request cancelled";
-    case EVREQ_HTTP_DATA_TOO_LONG:
-      return "answer too large";
+    case EVREQ_HTTP_INVALID_HEADER: return "invalid HTTP answer";
+    case EVREQ_HTTP_BUFFER_ERROR: return "read or write error";
+    case EVREQ_HTTP_REQUEST_CANCEL: return "request cancelled";
+    case EVREQ_HTTP_DATA_TOO_LONG: return "answer too large";
   }
   return "unknown error";
 }

@@ -117,12 +117,9 @@ std::string overrideText(const config::Override& o) {
 std::optional<std::string_view> overrideValue(const config::Override& o,
                                               const proxy::Headers& headers) {
   switch (o.kind) {
-    case config::Override::Kind::Header:
-      return proxy::findHeader(headers, o.name);
-    case config::Override::Kind::Cookie:
-      return proxy::findCookie(headers, o.name);
-    case config::Override::Kind::ClientIp:
-      return std::nullopt;
+    case config::Override::Kind::Header: return proxy::findHeader(headers, o.name);
+    case config::Override::Kind::Cookie: return proxy::findCookie(headers, o.name);
+    case config::Override::Kind::ClientIp: return std::nullopt;
   }
   return std::nullopt;
 }
