@@ -149,10 +149,7 @@ void Exchange::decodeEnd() {
   request_done_ = true;
   if (upstream_) {
     client_.endRequest();
-    if (upstream_->connected()) {
-      const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
-      upstream_->transport().setTimeouts(ms, ms);
-    }
+    upstream_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, true);
   }
   if (shadow_ != nullptr) shadow_->requestComplete();
 }
@@ -237,10 +234,7 @@ bool Exchange::connectUpstream(int exclude_server, bool fresh) {
     client_.begin(upstream_->transport(), *head_, upstreamRewrite(),
                   snapshot_->server.limits.max_header_bytes);
   }
-  if (upstream_->connected()) {
-    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
-    upstream_->transport().setTimeouts(request_done_ ? ms : 0, ms);
-  }
+  upstream_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, request_done_);
   return true;
 }
 
@@ -262,8 +256,7 @@ void Exchange::onUpstreamEvent(short events) {
   FlushOnExit flush(*this);
   if (events & BEV_EVENT_CONNECTED) {
     upstream_->setConnected();
-    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
-    upstream_->transport().setTimeouts(request_done_ ? ms : 0, ms);
+    upstream_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, request_done_);
     return;
   }
   if (!upstream_->connected()) {

@@ -100,10 +100,7 @@ void ShadowRequest::requestComplete() {
   if (shadow_done_ || !conn_) return;
   client_.endRequest();
   conn_->transport().flush();
-  if (conn_->connected()) {
-    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
-    conn_->transport().setTimeouts(ms, ms);
-  }
+  conn_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, true);
 }
 
 void ShadowRequest::primaryResponseHead(const ResponseHead& head) {
@@ -129,8 +126,7 @@ void ShadowRequest::primaryAborted() {
 void ShadowRequest::onUpstreamEvent(short events) {
   if (events & BEV_EVENT_CONNECTED) {
     conn_->setConnected();
-    const uint32_t ms = snapshot_->server.timeouts.upstream_response_ms;
-    conn_->transport().setTimeouts(request_complete_ ? ms : 0, ms);
+    conn_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, request_complete_);
     return;
   }
   if (!conn_->connected()) {
@@ -273,10 +269,8 @@ ShadowRequest* Mirror::start(const ShadowStart& s) {
   c.transport().enableRead();
   c.transport().flush();  // a connect in progress sends it once connected
   req->request_complete_ = s.rewrite.framing == BodyFraming::None;
-  if (c.connected()) {  // a reused keep-alive connection
-    const uint32_t ms = s.snapshot->server.timeouts.upstream_response_ms;
-    c.transport().setTimeouts(req->request_complete_ ? ms : 0, ms);
-  }
+  c.armResponseTimeouts(s.snapshot->server.timeouts.upstream_response_ms,
+                        req->request_complete_);  // a reused keep-alive connection
   ++counters.in_flight;
   counters.record(ShadowResult::Sent);
   ShadowRequest* raw = req.get();

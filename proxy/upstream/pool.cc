@@ -13,20 +13,20 @@ namespace sy::proxy {
 
 UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server,
                            std::unique_ptr<Transport> stream)
-    : pool_(std::move(pool)), server_(server), stream_(std::move(stream)) {
-  stream_->setHandler(this);
+    : pool_(std::move(pool)), server_(server), transport_(std::move(stream)) {
+  transport_->setHandler(this);
   pool_->worker().connections().upstream.fetch_add(1, std::memory_order_relaxed);
 }
 
 UpstreamConn::~UpstreamConn() {
-  stream_->setHandler(nullptr);
+  transport_->setHandler(nullptr);
   pool_->worker().connections().upstream.fetch_sub(1, std::memory_order_relaxed);
 }
 
 const config::SocketAddress& UpstreamConn::address() const { return pool_->address(server_); }
 
 std::string UpstreamConn::describeFailure(short events) const {
-  std::string failure = stream_->failure();
+  std::string failure = transport_->failure();
   if (!failure.empty()) return failure;
   return (events & BEV_EVENT_TIMEOUT) ? "timeout" : "connection closed";
 }

@@ -41,16 +41,24 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
   UpstreamConn(const UpstreamConn&) = delete;
   UpstreamConn& operator=(const UpstreamConn&) = delete;
 
-  Transport& transport() const { return *stream_; }
-  evbuffer* input() const { return stream_->input(); }
-  evbuffer* output() const { return stream_->output(); }
+  Transport& transport() const { return *transport_; }
+  evbuffer* input() const { return transport_->input(); }
+  evbuffer* output() const { return transport_->output(); }
   bool connected() const { return connected_; }
   void setConnected() { connected_ = true; }
   bool reused() const { return reused_; }
-  bool tls() const { return stream_->tls(); }
+  bool tls() const { return transport_->tls(); }
   size_t serverIndex() const { return server_; }
   const config::SocketAddress& address() const;
   UpstreamPool& pool() const { return *pool_; }
+
+  // The response timeout, once connected: the write side always counts (an upstream that
+  // stops reading), the read side only once the whole request is out (`request_sent`), since
+  // an upstream may wait for the whole body before it answers. Before the connect completes
+  // nothing changes (the connect timeout runs).
+  void armResponseTimeouts(uint32_t response_ms, bool request_sent) {
+    if (connected_) transport_->setTimeouts(request_sent ? response_ms : 0, response_ms);
+  }
 
   // Routes this connection's events to `owner` (null: idle in the pool).
   void attach(Owner* owner) { owner_ = owner; }
@@ -69,7 +77,7 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
 
   std::shared_ptr<UpstreamPool> pool_;  // keeps the pool alive across a reload
   size_t server_;
-  std::unique_ptr<Transport> stream_;
+  std::unique_ptr<Transport> transport_;
   Owner* owner_ = nullptr;
   bool connected_ = false;
   bool reused_ = false;
