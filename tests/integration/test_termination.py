@@ -22,8 +22,8 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from harness import (Cases, Client, Env, build_request, config_doc, dead_address, eq, expect,
-                     free_port, metric_sum, metrics, route, wait_until)
+from harness import (Cases, CaseFailure, Client, Env, build_request, config_doc, dead_address,
+                     eq, expect, free_port, metrics, route, wait_until)
 
 cases = Cases("termination")
 S = SimpleNamespace()
@@ -37,10 +37,6 @@ RUNS = 20
 
 def marker():
     return uuid.uuid4().hex[:12]
-
-
-def info(text):
-    print("     " + text, flush=True)
 
 
 # ---- a client that sends a whole body whatever the proxy answers ---------------------------
@@ -172,13 +168,19 @@ def log_records():
     return [json.loads(l) for l in text.split("\n")[:-1] if l.strip()]
 
 
+LABELS = {"route", "variant", "source", "phase"}
+
+
 def terminated(ms):
     """{(route, variant, source, phase): value} of every requests_terminated_total series."""
     out = {}
     for (name, labels), v in ms.items():
         if name == TERMINATED:
             d = dict(labels)
-            out[(d.get("route"), d.get("variant"), d.get("source"), d.get("phase"))] = v
+            if set(d) != LABELS:
+                raise CaseFailure("%s series with labels %r; want exactly %s" % (
+                    TERMINATED, sorted(d), sorted(LABELS)))
+            out[(d["route"], d["variant"], d["source"], d["phase"])] = v
     return out
 
 
@@ -201,8 +203,8 @@ def expect_record(act, want, pred=None, route_variant=None, what=""):
         lines = wait_until(lambda: [r for r in log_records()[mark:] if pred(r)], 5,
                            "the access-log line")
     except TimeoutError:
-        raise AssertionError("%s: no access-log line within 5 s (every accepted request gets "
-                             "one, also when the client goes away)" % what) from None
+        raise CaseFailure("%s: no access-log line within 5 s (every accepted request gets "
+                          "one, also when the client goes away)" % what) from None
     # A later request's line marks the end of this one's: a second line for it would be a bug.
     sentinel = marker()
     with S.env.client() as c:
@@ -251,8 +253,8 @@ def _():
             eq(c.request("GET", "/normal/" + m).status, 200, "status")
     expect_record(act, "-/-", by_marker(m), what="normal 200")
     ms = metrics(S.admin)
-    normal = [k for k in terminated(ms) if k[2] == "-" or k[3] == "-"]
-    eq(normal, [], "%s series with source or phase \"-\"" % TERMINATED)
+    normal = {k: v for k, v in terminated(ms).items() if (k[2] == "-" or k[3] == "-") and v}
+    eq(normal, {}, "%s series counting normal ends (source or phase \"-\")" % TERMINATED)
 
 
 @cases.case("termination: client closes in the middle of a request body (Content-Length 100000, "

@@ -147,7 +147,8 @@ TEST_CASE("stream: a write the socket cannot take at once drains later and says 
   const std::string big(4 * 1024 * 1024, 'z');
   evbuffer_add(f.stream->output(), big.data(), big.size());
   f.stream->flush();
-  REQUIRE(evbuffer_get_length(f.stream->output()) > Transport::kWriteLowWater);  // the socket is full
+  REQUIRE(evbuffer_get_length(f.stream->output()) >
+          Transport::kWriteLowWater);  // the socket is full
   // The peer reads everything; the stream writes the rest as the socket drains.
   std::string got;
   std::vector<char> buf(1 << 16);

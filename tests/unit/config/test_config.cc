@@ -1040,7 +1040,8 @@ tls = { cert = "@ROOT@/meson.build", key = "@READABLE@" }
   const std::string mismatch = std::string(kRoute) + R"(
 [[listener]]
 address = "127.0.0.1:8443"
-tls = { cert = "@READABLE@", key = ")" + kOtherKey + R"(" }
+tls = { cert = "@READABLE@", key = ")" +
+                               kOtherKey + R"(" }
 )";
   // The key's column depends on the length of the (absolute) certificate path before it.
   const size_t key_col = std::string_view(R"(tls = { cert = ")").size() + kReadableFile.size() +

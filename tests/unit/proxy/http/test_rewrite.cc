@@ -70,8 +70,10 @@ TEST_CASE("upstream request: hop-by-hop removed, forwarding headers set") {
 }
 
 TEST_CASE("upstream request: content-length is re-emitted, upgrade kept when asked") {
-  RequestHead h = request({{"Host", "h"}, {"Content-Length", "5"},
-                           {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
+  RequestHead h = request({{"Host", "h"},
+                           {"Content-Length", "5"},
+                           {"Connection", "Upgrade"},
+                           {"Upgrade", "websocket"}});
   RequestRewrite rw;
   rw.client_ip = "::1";
   rw.framing = BodyFraming::ContentLength;

@@ -97,8 +97,9 @@ TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
   Http1Client c(r);
   c.begin(t, request("GET", "/"), RequestRewrite{}, 65536);
   c.endRequest();
-  t.arrive("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-           "HTTP/1.1 204 No Content\r\n\r\n");
+  t.arrive(
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+      "HTTP/1.1 204 No Content\r\n\r\n");
   CHECK(read(c) == Http1Client::Result::Complete);
   CHECK(r.heads == std::vector<unsigned>{204});
 
@@ -109,8 +110,9 @@ TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
   rw.upgrade = true;
   up.begin(t2, request("GET", "/ws"), rw, 65536);
   up.endRequest();
-  t2.arrive("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
-            "raw");
+  t2.arrive(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+      "raw");
   CHECK(read(up) == Http1Client::Result::Complete);
   CHECK(r2.heads == std::vector<unsigned>{101});
   up.startTunnel();

@@ -99,10 +99,11 @@ TEST_CASE("pipelined requests stop after each message") {
 }
 
 TEST_CASE("malformed requests are errors") {
-  for (std::string bad : {"GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost h\r\n\r\n",
-                          "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\n",
-                          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}) {
+  for (std::string bad :
+       {"GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost h\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}) {
     CAPTURE(bad);
     Collect sink;
     MessageDecoder d(MessageDecoder::Kind::Request, sink);
