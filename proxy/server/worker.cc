@@ -99,6 +99,7 @@ void Worker::closeRemovedListeners(const config::Snapshot& next) {
       continue;
     }
     SY_LOG(Info, "worker %zu: no longer listening on %s", index(), address.c_str());
+    (*it)->acceptPending();
     for (auto& [ptr, owned] : connections_) {
       if (ptr->listenerAddress() == address) ptr->closeWhenIdle();
     }
@@ -151,9 +152,11 @@ void Worker::connectionClosed(ServerConnection* conn) {
 
 void Worker::drain(uint32_t timeout_ms) {
   post([this, timeout_ms] {
-    context_.setDraining();
     // Closed, not just disabled: a disabled socket still completes handshakes into its
-    // backlog, leaving new clients hanging until exit instead of being refused.
+    // backlog, leaving new clients hanging until exit instead of being refused. What is in
+    // the backlog already is accepted first, so that closing does not reset it.
+    for (auto& l : listeners_) l->acceptPending();
+    context_.setDraining();
     listeners_.clear();
     for (auto& [ptr, owned] : connections_) ptr->closeWhenIdle();
     timeval tv{static_cast<time_t>(timeout_ms / 1000),

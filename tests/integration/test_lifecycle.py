@@ -295,6 +295,64 @@ def _():
     run_case(p, run)
 
 
+@cases.case("SIGTERM under load (20 keep-alive clients sending back to back, as wrk -c20): "
+            "every request sent is answered, connections close only after a response")
+def _():
+    # SPEC §10: during a drain an open keep-alive connection is not closed under the client's
+    # feet. A "read error" here is what wrk counts as one: a request went out and the
+    # connection ended without its response. Before the fix every idle connection was closed
+    # at once, racing the client's next request.
+    p = Switchyard("drain-load", drain_timeout_ms=10000)
+    stats = {"answered": 0, "read_errors": [], "closed_after_response": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n):
+        c = None
+        while not stop.is_set():
+            if c is None:
+                try:
+                    c = Client(p.port, timeout=5)
+                except OSError:
+                    return  # refused: the listener is closed (the drain started)
+                sent = 0
+            try:
+                r = c.request("GET", "/load/%d" % n)
+                sent += 1
+            except (ConnectionError, OSError) as e:
+                with lock:
+                    stats["read_errors"].append("client %d, request %d on its connection: %s"
+                                                % (n, sent + 1, e))
+                c.close()
+                return
+            with lock:
+                stats["answered"] += 1
+            if (r.header("connection") or "").lower() == "close":
+                with lock:
+                    stats["closed_after_response"] += 1
+                c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def run():
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: stats["answered"] >= 200, 10, "200 answers before SIGTERM")
+            p.signal(signal.SIGTERM)
+            eq(p.wait_exit(8), 0, "exit status")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        print("     %d answered, %d connections closed after a Connection: close response"
+              % (stats["answered"], stats["closed_after_response"]))
+        eq(stats["read_errors"], [], "requests sent whose connection ended without a response")
+    run_case(p, run)
+
+
 @cases.case("drain_timeout_ms bounds the drain: a 5 s request, drain_timeout_ms = 400, "
             "exit 0 soon after")
 def _():
