@@ -1,6 +1,7 @@
 #include "proxy/exchange/exchange.h"
 
 #include <ctime>
+#include <vector>
 
 #include "common/log.h"
 #include "proxy/http/rewrite.h"
@@ -33,11 +34,10 @@ bool hostHeaderValid(const RequestHead& req) {
   return hosts == 1 || (hosts == 0 && req.http_minor == 0);
 }
 
-void appendHex(std::string& out, uint64_t v) {
+// 16 hex digits of `v` at `out`.
+void writeHex(char* out, uint64_t v) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  char buf[16];
-  for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kDigits[v & 0xF];
-  out.append(buf, sizeof(buf));
+  for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kDigits[v & 0xF];
 }
 
 uint64_t nowUs() {
@@ -46,7 +46,42 @@ uint64_t nowUs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
 }
 
+// Freed Exchange blocks of this thread, reused by the next ones (see Exchange::operator new).
+// Not under AddressSanitizer, so that it still sees a use after free.
+struct ExchangeFreeList {
+  static constexpr size_t kMax = 1024;
+  std::vector<void*> blocks;
+  ~ExchangeFreeList() {
+    for (void* p : blocks) ::operator delete(p);
+  }
+};
+thread_local ExchangeFreeList t_free_exchanges;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRecycle = false;
+#else
+constexpr bool kRecycle = true;
+#endif
+
 }  // namespace
+
+void* Exchange::operator new(size_t size) {
+  std::vector<void*>& blocks = t_free_exchanges.blocks;
+  if (kRecycle && size == sizeof(Exchange) && !blocks.empty()) {
+    void* p = blocks.back();
+    blocks.pop_back();
+    return p;
+  }
+  return ::operator new(size);
+}
+
+void Exchange::operator delete(void* p, size_t size) {
+  std::vector<void*>& blocks = t_free_exchanges.blocks;
+  if (kRecycle && size == sizeof(Exchange) && blocks.size() < ExchangeFreeList::kMax) {
+    blocks.push_back(p);
+    return;
+  }
+  ::operator delete(p);
+}
 
 // Ends each upstream callback: what it queued goes out, one write per side.
 struct Exchange::FlushOnExit {
@@ -78,8 +113,9 @@ void Exchange::takeHead(RequestHead& head) {
   start_us_ = nowUs();
   route_metrics_ = &ctx_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
   if (!findHeader(head.headers, "x-request-id")) {
-    appendHex(request_id_, ctx_.worker.random());
-    appendHex(request_id_, ctx_.worker.random());
+    writeHex(request_id_buf_, ctx_.worker.random());
+    writeHex(request_id_buf_ + 16, ctx_.worker.random());
+    request_id_ = {request_id_buf_, sizeof(request_id_buf_)};
   }
 }
 
@@ -129,7 +165,7 @@ void Exchange::decodeHead(RequestHead& head, const RequestFraming& framing) {
 void Exchange::decodeBody(std::string_view data) {
   if (ended_ || !upstream_) return;
   if (upgrade_accepted_) {  // tunnel bytes from the client
-    client_.sendBody(data);
+    client().sendBody(data);
     return;
   }
   request_body_bytes_ += data.size();
@@ -140,7 +176,7 @@ void Exchange::decodeBody(std::string_view data) {
     fail({ErrorSource::Downstream, ErrorKind::BodyTooLarge});
     return;
   }
-  client_.sendBody(data);
+  client().sendBody(data);
   if (shadow_ != nullptr) shadow_->requestBody(data);
 }
 
@@ -148,7 +184,7 @@ void Exchange::decodeEnd() {
   if (ended_) return;
   request_done_ = true;
   if (upstream_) {
-    client_.endRequest();
+    client().endRequest();
     upstream_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, true);
   }
   if (shadow_ != nullptr) shadow_->requestComplete();
@@ -227,12 +263,11 @@ bool Exchange::connectUpstream(int exclude_server, bool fresh) {
   upstream_->attach(this);
   if (previous) {
     // A retry: the request moves, with the body read so far that never left.
-    client_.replayOn(upstream_->transport(), *head_, upstreamRewrite());
+    client().replayFrom(previous->client(), *head_, upstreamRewrite());
     previous->attach(nullptr);
     previous->pool().release(std::move(previous), false);
   } else {
-    client_.begin(upstream_->transport(), *head_, upstreamRewrite(),
-                  snapshot_->server.limits.max_header_bytes);
+    client().begin(*this, *head_, upstreamRewrite(), snapshot_->server.limits.max_header_bytes);
   }
   upstream_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, request_done_);
   return true;
@@ -282,7 +317,7 @@ void Exchange::onUpstreamEvent(short events) {
   // EOF or error: first take whatever arrived before it.
   readUpstream();
   if (ended_ || !upstream_) return;
-  if ((events & BEV_EVENT_EOF) && client_.readEof() == Http1Client::Result::Complete) {
+  if ((events & BEV_EVENT_EOF) && client().readEof() == Http1Client::Result::Complete) {
     onResponseComplete();  // a close-delimited body ends here
     return;
   }
@@ -292,7 +327,7 @@ void Exchange::onUpstreamEvent(short events) {
 
 void Exchange::readUpstream() {
   while (!ended_ && upstream_) {
-    const Http1Client::Result r = client_.readResponse([this] {
+    const Http1Client::Result r = client().readResponse([this] {
       if (!encoder_.encoderBackpressured()) return false;
       // The client reads slower than the upstream sends: stop reading the upstream until
       // the client's buffer drains (onEncoderDrained).
@@ -305,13 +340,13 @@ void Exchange::readUpstream() {
       case Http1Client::Result::Paused: return;
       case Http1Client::Result::Error:
         SY_LOG(Warn, "upstream %s: malformed response: %s", upstream_->address().text.c_str(),
-               client_.errorDescription());
+               client().errorDescription());
         failUpstream(ErrorKind::MalformedResponse);
         return;
       case Http1Client::Result::Complete:
-        if (upgrade_accepted_ && !client_.tunnel()) {
+        if (upgrade_accepted_ && !client().tunnel()) {
           // The 101's head is complete: what follows in the input is the tunnelled protocol.
-          client_.startTunnel();
+          client().startTunnel();
           recordOutcome(101, {});
           // No timeouts on a tunnel beyond the idle ones: a WebSocket may stay quiet for long.
           const uint32_t idle = snapshot_->server.timeouts.client_idle_ms;
@@ -353,7 +388,7 @@ void Exchange::onResponseComplete() {
   ended_ = true;
   recordOutcome(static_cast<int>(response_status_), {});
   detachShadow(true);
-  releaseUpstream(request_done_ && client_.reusable());
+  releaseUpstream(request_done_ && client().reusable());
   encoder_.encodeEnd();  // last: the connection may start the next exchange from here
 }
 
@@ -377,7 +412,6 @@ void Exchange::detachShadow(bool complete) {
 
 void Exchange::releaseUpstream(bool reusable) {
   if (!upstream_) return;
-  client_.detach();
   upstream_->attach(nullptr);
   upstream_paused_ = false;
   UpstreamPool& pool = upstream_->pool();
@@ -394,7 +428,7 @@ bool Exchange::retryable(ErrorKind kind) const {
   // have read the request and failed on it.
   if (kind == ErrorKind::ConnectFailed) return true;
   return kind == ErrorKind::ResetBeforeResponse && upstream_eof_ && upstream_ &&
-         upstream_->reused() && !client_.responseStarted() && client_.replayable();
+         upstream_->reused() && !client().responseStarted() && replayable();
 }
 
 void Exchange::failUpstream(ErrorKind kind) {
@@ -444,7 +478,7 @@ Termination Exchange::terminationFor(const ProxyError& error) const {
 
 void Exchange::fail(const ProxyError& error) {
   if (ended_) return;
-  if (error.retryable && route_ != nullptr && head_ != nullptr && client_.replayable()) {
+  if (error.retryable && route_ != nullptr && head_ != nullptr && replayable()) {
     const int failed_server = upstream_ ? static_cast<int>(upstream_->serverIndex()) : -1;
     UpstreamPool* pool = poolOf(variant_);
     if (error.kind == ErrorKind::ResetBeforeResponse && connect_attempts_ < 2) {
@@ -534,7 +568,7 @@ void Exchange::recordOutcome(int status, Termination termination) {
   e.upstream = upstream_text_;
   e.request_id = request_id_.empty() && head_ != nullptr
                      ? findHeader(head_->headers, "x-request-id").value_or("")
-                     : std::string_view(request_id_);
+                     : request_id_;
   e.shadow = mirrored_;
   e.termination = termination;
   ctx_.access_log.log(e);

@@ -35,6 +35,10 @@ class Exchange final : public RequestHandler,
   ~Exchange() override;
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
+  // One is made and freed per request, always on its worker's thread: the memory is recycled
+  // through a per-thread free list instead of a malloc and a free per request.
+  static void* operator new(size_t size);
+  static void operator delete(void* p, size_t size);
 
   // RequestHandler.
   void decodeHead(RequestHead& head, const RequestFraming& framing) override;
@@ -58,6 +62,10 @@ class Exchange final : public RequestHandler,
                       uint64_t content_length) override;
   void onResponseBody(std::string_view data) override;
 
+  Http1Client& client() const { return upstream_->client(); }  // only while upstream_
+  // Nothing of the request has left for an upstream (none yet, or its body is all still
+  // queued): it can go to another connection.
+  bool replayable() const { return !upstream_ || upstream_->client().replayable(); }
   bool variantUsable(config::Variant v) const;
   UpstreamPool* poolOf(config::Variant v) const;
   // Takes a connection to a server of the current variant (not `exclude_server`; `fresh`: not
@@ -95,10 +103,11 @@ class Exchange final : public RequestHandler,
   SplitDecision decision_;
   config::Variant variant_ = config::Variant::Blue;  // the variant that serves (after failover)
   std::unique_ptr<UpstreamConn> upstream_;
-  Http1Client client_{*this};
   ShadowRequest* shadow_ = nullptr;  // owned by the worker's Mirror; see mirror.h
-  std::string request_id_;           // generated X-Request-Id, or empty when the client sent one
-  std::string upstream_text_;        // the server that answered, for the access log
+  // The generated X-Request-Id (32 hex digits), or empty when the client sent one.
+  char request_id_buf_[32];
+  std::string_view request_id_;
+  std::string upstream_text_;  // the server that answered, for the access log
   std::string set_cookie_;
   uint64_t start_us_ = 0;
   uint64_t request_body_bytes_ = 0;

@@ -9,9 +9,9 @@ constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 }  // namespace
 
-void Http1Client::begin(Transport& transport, const RequestHead& head,
+void Http1Client::begin(Callbacks& callbacks, const RequestHead& head,
                         const RequestRewrite& rewrite, uint64_t max_head_bytes) {
-  transport_ = &transport;
+  callbacks_ = &callbacks;
   queued_ = body_bytes_ = 0;
   chunked_ = rewrite.framing == BodyFraming::Chunked;
   request_done_ = interim_ = response_bytes_ = tunnel_ = false;
@@ -25,36 +25,34 @@ void Http1Client::begin(Transport& transport, const RequestHead& head,
 }
 
 bool Http1Client::replayable() const {
-  if (transport_ == nullptr) return true;
-  const uint64_t written = queued_ - evbuffer_get_length(transport_->output());
+  const uint64_t written = queued_ - evbuffer_get_length(transport_.output());
   return written <= head_.size();
 }
 
-void Http1Client::replayOn(Transport& fresh, const RequestHead& head,
-                           const RequestRewrite& rewrite) {
-  Transport& old = *transport_;
-  const uint64_t written = queued_ - evbuffer_get_length(old.output());
-  // What is left of the old head goes; the body behind it moves to the new connection.
-  evbuffer_drain(old.output(), head_.size() - written);
-  const uint64_t body = body_bytes_;
-  const bool done = request_done_;
-  begin(fresh, head, rewrite, max_head_bytes_);
-  body_bytes_ = body;
-  request_done_ = done;
-  queued_ += evbuffer_get_length(old.output());
-  evbuffer_add_buffer(fresh.output(), old.output());
+void Http1Client::replayFrom(Http1Client& failed, const RequestHead& head,
+                             const RequestRewrite& rewrite) {
+  evbuffer* old = failed.transport_.output();
+  const uint64_t written = failed.queued_ - evbuffer_get_length(old);
+  // What is left of the old head goes; the body behind it moves to this connection.
+  evbuffer_drain(old, failed.head_.size() - written);
+  begin(*failed.callbacks_, head, rewrite, failed.max_head_bytes_);
+  body_bytes_ = failed.body_bytes_;
+  request_done_ = failed.request_done_;
+  queued_ += evbuffer_get_length(old);
+  evbuffer_add_buffer(transport_.output(), old);
+  failed.detach();
 }
 
 void Http1Client::queue(std::string_view data) {
   queued_ += data.size();
-  evbuffer_add(transport_->output(), data.data(), data.size());
+  evbuffer_add(transport_.output(), data.data(), data.size());
 }
 
 void Http1Client::sendBody(std::string_view data) {
-  if (data.empty() || transport_ == nullptr) return;
+  if (data.empty()) return;
   body_bytes_ += data.size();
   if (chunked_ && !tunnel_) {
-    evbuffer* out = transport_->output();
+    evbuffer* out = transport_.output();
     const size_t before = evbuffer_get_length(out);
     evbuffer_add_printf(out, "%zx\r\n", data.size());
     evbuffer_add(out, data.data(), data.size());
@@ -67,12 +65,12 @@ void Http1Client::sendBody(std::string_view data) {
 
 void Http1Client::endRequest() {
   request_done_ = true;
-  if (chunked_ && transport_ != nullptr) queue(kLastChunk);
+  if (chunked_) queue(kLastChunk);
 }
 
 Http1Client::Result Http1Client::step() {
   size_t consumed = 0;
-  switch (decodeFrom(decoder_, transport_->input(), consumed)) {
+  switch (decodeFrom(decoder_, transport_.input(), consumed)) {
     case MessageDecoder::Event::NeedMore:
       return consumed == 0 ? Result::NeedMore : Result::Paused;  // Paused: "go on" (see .h)
     case MessageDecoder::Event::HeadComplete: {
@@ -81,7 +79,7 @@ Http1Client::Result Http1Client::step() {
         interim_ = true;  // 100 Continue / 103 Early Hints: the final response follows
         return Result::Paused;
       }
-      callbacks_.onResponseHead(resp, decoder_.framing(), decoder_.contentLength());
+      callbacks_->onResponseHead(resp, decoder_.framing(), decoder_.contentLength());
       return Result::Paused;
     }
     case MessageDecoder::Event::MessageComplete:
@@ -102,14 +100,14 @@ Http1Client::Result Http1Client::readEof() {
 }
 
 bool Http1Client::reusable() const {
-  return transport_ != nullptr && request_done_ && !tunnel_ && decoder_.keepAlive() &&
+  return request_done_ && !tunnel_ && decoder_.keepAlive() &&
          decoder_.framing() != BodyFraming::UntilClose &&
-         evbuffer_get_length(transport_->input()) == 0 &&
-         evbuffer_get_length(transport_->output()) == 0;
+         evbuffer_get_length(transport_.input()) == 0 &&
+         evbuffer_get_length(transport_.output()) == 0;
 }
 
 void Http1Client::onBodyData(std::string_view data) {
-  if (!interim_) callbacks_.onResponseBody(data);
+  if (!interim_ && callbacks_ != nullptr) callbacks_->onResponseBody(data);
 }
 
 }  // namespace sy::proxy

@@ -1,8 +1,10 @@
 #pragma once
-// The upstream half of one HTTP/1 exchange, on a Transport its caller holds (a pooled upstream
-// connection): encodes the request (the head rewritten, the body in the framing the head
-// announced), decodes the response and hands it to Callbacks. The primary exchange and the
-// shadow copies both use it, so an upstream response is parsed in one place.
+// The HTTP/1 client side of one upstream connection: for each request on it, encodes the
+// request (the head rewritten, the body in the framing the head announced), decodes the
+// response and hands it to the request's Callbacks. The primary exchange and the shadow copies
+// both use it, so an upstream response is parsed in one place. It lives as long as its
+// connection, so a keep-alive connection's decoder and head buffer keep their capacity from
+// one request to the next (no allocation per request once warm).
 //
 // It also knows what a retry needs: whether any response byte arrived, and whether the
 // request can still be replayed on another connection (nothing of its body has left).
@@ -39,17 +41,18 @@ class Http1Client final : private MessageDecoder::BodySink {
     Error,     // malformed response; errorDescription() says why
   };
 
-  explicit Http1Client(Callbacks& callbacks) : callbacks_(callbacks) {}
+  explicit Http1Client(Transport& transport) : transport_(transport) {}
   Http1Client(const Http1Client&) = delete;
   Http1Client& operator=(const Http1Client&) = delete;
 
-  // Starts a request on `transport`: the head is queued at once (sent by the transport's
-  // flush, or when its connect completes).
-  void begin(Transport& transport, const RequestHead& head, const RequestRewrite& rewrite,
+  // Starts a request whose response goes to `callbacks`: the head is queued at once (sent by
+  // the transport's flush, or when its connect completes).
+  void begin(Callbacks& callbacks, const RequestHead& head, const RequestRewrite& rewrite,
              uint64_t max_head_bytes);
-  // Moves the request to `fresh` after its connection failed: a new head (the rewrite may name
-  // another variant) and the body queued so far that never left. Only when replayable().
-  void replayOn(Transport& fresh, const RequestHead& head, const RequestRewrite& rewrite);
+  // Takes over the request of `failed` (another connection's client, which failed): a new head
+  // (the rewrite may name another variant) and the body queued there that never left. Only
+  // when failed.replayable().
+  void replayFrom(Http1Client& failed, const RequestHead& head, const RequestRewrite& rewrite);
   void sendBody(std::string_view data);
   void endRequest();
   // After a 101: from now on bytes go both ways unframed.
@@ -65,8 +68,7 @@ class Http1Client final : private MessageDecoder::BodySink {
 
   // Some response byte arrived.
   bool responseStarted() const { return response_bytes_; }
-  // Nothing of the request body has left (or nothing was queued yet): the request can be
-  // replayed elsewhere.
+  // Nothing of the request body has left: the request can be replayed elsewhere.
   bool replayable() const;
   // The connection can serve another request: the request went out whole, the response was
   // length-delimited, said keep-alive and nothing followed it.
@@ -74,9 +76,9 @@ class Http1Client final : private MessageDecoder::BodySink {
   uint64_t bodyBytesSent() const { return body_bytes_; }
   const ResponseHead& response() const { return decoder_.response(); }
   const char* errorDescription() const { return decoder_.errorDescription(); }
-  Transport* transport() const { return transport_; }
-  // Forgets the transport (it went back to its pool or was closed).
-  void detach() { transport_ = nullptr; }
+  // The request's owner is done with it (the connection goes back to its pool or closes): no
+  // more callbacks, also from a readResponse() in progress.
+  void detach() { callbacks_ = nullptr; }
 
  private:
   void onBodyData(std::string_view data) override;
@@ -85,8 +87,8 @@ class Http1Client final : private MessageDecoder::BodySink {
   Result step();
   void queue(std::string_view data);
 
-  Callbacks& callbacks_;
-  Transport* transport_ = nullptr;
+  Transport& transport_;
+  Callbacks* callbacks_ = nullptr;  // the current request's; null between requests
   MessageDecoder decoder_{MessageDecoder::Kind::Response, *this};
   std::string head_;     // the encoded request head (kept for a replay's bookkeeping)
   uint64_t queued_ = 0;  // bytes queued on transport_ for this request (head + body)
@@ -101,16 +103,16 @@ class Http1Client final : private MessageDecoder::BodySink {
 
 template <class Paused>
 Http1Client::Result Http1Client::readResponse(Paused&& paused) {
-  // A callback may end the exchange and detach the transport: checked before every step.
-  while (transport_ != nullptr && evbuffer_get_length(transport_->input()) > 0) {
-    evbuffer* in = transport_->input();
+  // A callback may end the request and detach(): checked before every step.
+  evbuffer* in = transport_.input();
+  while (callbacks_ != nullptr && evbuffer_get_length(in) > 0) {
     if (paused()) return Result::Paused;
     response_bytes_ = true;
     if (tunnel_) {
       evbuffer_iovec vec;
       if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
       const size_t n = vec.iov_len;
-      callbacks_.onResponseBody({static_cast<const char*>(vec.iov_base), n});
+      callbacks_->onResponseBody({static_cast<const char*>(vec.iov_base), n});
       evbuffer_drain(in, n);
       continue;
     }

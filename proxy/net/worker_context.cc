@@ -26,9 +26,10 @@ void WorkerContext::deferDelete(std::unique_ptr<Deferrable> obj) {
 
 void WorkerContext::freeDeferred() {
   // Freeing may defer more (a connection releasing its upstream): loop until quiet.
+  // Both vectors keep their capacity: no allocation per deferred object once warm.
   while (!deferred_.empty()) {
-    std::vector<std::unique_ptr<Deferrable>> batch;
-    batch.swap(deferred_);
+    freeing_.swap(deferred_);
+    freeing_.clear();
   }
 }
 

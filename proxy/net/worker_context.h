@@ -63,6 +63,7 @@ class WorkerContext {
   EventBasePtr base_;
   EventPtr deferred_event_;
   std::vector<std::unique_ptr<Deferrable>> deferred_;
+  std::vector<std::unique_ptr<Deferrable>> freeing_;  // the batch being freed (keeps capacity)
   uint64_t rng_state_ = 0;
   bool draining_ = false;
 };

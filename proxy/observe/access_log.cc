@@ -129,7 +129,6 @@ AccessLog::~AccessLog() {
   }
   wake_.notify_all();
   thread_.join();
-  if (own_fd_ && fd_ >= 0) close(fd_);
 }
 
 void AccessLog::setTarget(const std::string& target) {
@@ -172,9 +171,8 @@ void AccessLog::flush() {
 }
 
 void AccessLog::openTarget() {
-  if (own_fd_ && fd_ >= 0) close(fd_);
+  file_.reset();
   fd_ = -1;
-  own_fd_ = false;
   std::string target;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -185,12 +183,12 @@ void AccessLog::openTarget() {
     fd_ = STDOUT_FILENO;
     return;
   }
-  fd_ = open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
+  file_.reset(open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+  if (!file_) {
     SY_LOG(Error, "access_log: cannot open %s: %s", target.c_str(), strerror(errno));
     return;
   }
-  own_fd_ = true;
+  fd_ = file_.get();
 }
 
 void AccessLog::run() {

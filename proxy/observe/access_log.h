@@ -20,6 +20,7 @@
 #include <string_view>
 #include <thread>
 
+#include "common/unique_fd.h"
 #include "proxy/http/termination.h"
 
 namespace sy::proxy {
@@ -83,8 +84,8 @@ class AccessLog {
   std::atomic<bool> enabled_{false};
   std::atomic<bool> reopen_{false};
   std::atomic<uint64_t> dropped_lines_{0};
-  int fd_ = -1;  // writer thread only
-  bool own_fd_ = false;
+  int fd_ = -1;    // where lines go: file_ or stdout; writer thread only
+  UniqueFd file_;  // the opened file (not stdout); writer thread only
   std::thread thread_;
 };
 

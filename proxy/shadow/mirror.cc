@@ -87,18 +87,18 @@ ShadowRequest::~ShadowRequest() {
 
 void ShadowRequest::requestBody(std::string_view data) {
   if (shadow_done_ || !conn_) return;
-  if (client_.bodyBytesSent() + data.size() > route_.shadow->max_body_bytes) {
+  if (conn_->client().bodyBytesSent() + data.size() > route_.shadow->max_body_bytes) {
     finishShadow(ShadowResult::Skipped);  // too big to copy: the primary goes on alone
     return;
   }
-  client_.sendBody(data);
+  conn_->client().sendBody(data);
   conn_->transport().flush();
 }
 
 void ShadowRequest::requestComplete() {
   request_complete_ = true;
   if (shadow_done_ || !conn_) return;
-  client_.endRequest();
+  conn_->client().endRequest();
   conn_->transport().flush();
   conn_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, true);
 }
@@ -135,7 +135,7 @@ void ShadowRequest::onUpstreamEvent(short events) {
   if (events & BEV_EVENT_EOF) {
     onUpstreamRead();  // what arrived before the EOF
     if (shadow_done_) return;
-    if (client_.readEof() == Http1Client::Result::Complete) {
+    if (conn_->client().readEof() == Http1Client::Result::Complete) {
       shadow_.finish();
       finishShadow(ShadowResult::Completed);
       return;
@@ -146,7 +146,7 @@ void ShadowRequest::onUpstreamEvent(short events) {
 
 void ShadowRequest::onUpstreamRead() {
   if (shadow_done_) return;
-  switch (client_.readResponse([] { return false; })) {
+  switch (conn_->client().readResponse([] { return false; })) {
     case Http1Client::Result::Complete:
       shadow_.finish();
       finishShadow(ShadowResult::Completed);
@@ -170,8 +170,7 @@ void ShadowRequest::finishShadow(ShadowResult result) {
   if (counters.in_flight > 0) --counters.in_flight;
   if (conn_) {
     conn_->attach(nullptr);
-    const bool reusable = shadow_ok_ && client_.reusable();
-    client_.detach();
+    const bool reusable = shadow_ok_ && conn_->client().reusable();
     UpstreamPool& pool = conn_->pool();
     pool.release(std::move(conn_), reusable);
   }
@@ -265,7 +264,7 @@ ShadowRequest* Mirror::start(const ShadowStart& s) {
   RequestRewrite rw = s.rewrite;
   rw.shadow = true;
   UpstreamConn& c = *req->conn_;
-  req->client_.begin(c.transport(), s.head, rw, s.snapshot->server.limits.max_header_bytes);
+  c.client().begin(*req, s.head, rw, s.snapshot->server.limits.max_header_bytes);
   c.transport().enableRead();
   c.transport().flush();  // a connect in progress sends it once connected
   req->request_complete_ = s.rewrite.framing == BodyFraming::None;

@@ -141,7 +141,6 @@ class ShadowRequest : public Deferrable,
   const config::Route& route_;
   RouteMetrics& metrics_;
   std::unique_ptr<UpstreamConn> conn_;
-  Http1Client client_{*this};
   ResponseSummary primary_;
   ResponseSummary shadow_;
   std::string method_;

@@ -13,6 +13,7 @@
 
 #include "common/deferred.h"
 #include "config/snapshot.h"
+#include "proxy/http1/client.h"
 #include "proxy/net/libevent_ptr.h"
 #include "proxy/net/transport.h"
 #include "proxy/net/worker_context.h"
@@ -34,7 +35,7 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
     virtual ~Owner() = default;
     virtual void onUpstreamRead() = 0;
     virtual void onUpstreamWrite() = 0;
-    virtual void onUpstreamEvent(short events) = 0;  // BEV_EVENT_* flags (see stream.h)
+    virtual void onUpstreamEvent(short events) = 0;  // BEV_EVENT_* flags (see transport.h)
   };
 
   ~UpstreamConn() override;
@@ -42,6 +43,8 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
   UpstreamConn& operator=(const UpstreamConn&) = delete;
 
   Transport& transport() const { return *transport_; }
+  // The HTTP/1 client of this connection (the request in progress on it).
+  Http1Client& client() { return client_; }
   evbuffer* input() const { return transport_->input(); }
   evbuffer* output() const { return transport_->output(); }
   bool connected() const { return connected_; }
@@ -60,8 +63,12 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
     if (connected_) transport_->setTimeouts(request_sent ? response_ms : 0, response_ms);
   }
 
-  // Routes this connection's events to `owner` (null: idle in the pool).
-  void attach(Owner* owner) { owner_ = owner; }
+  // Routes this connection's events to `owner`; null: the request is over (its client is
+  // detached too), the connection goes idle or closes.
+  void attach(Owner* owner) {
+    owner_ = owner;
+    if (owner == nullptr) client_.detach();
+  }
 
   // Why the connection failed, for logs: the TLS error (e.g. certificate verify failed), or
   // the socket error, or "timeout".
@@ -78,6 +85,7 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
   std::shared_ptr<UpstreamPool> pool_;  // keeps the pool alive across a reload
   size_t server_;
   std::unique_ptr<Transport> transport_;
+  Http1Client client_{*transport_};
   Owner* owner_ = nullptr;
   bool connected_ = false;
   bool reused_ = false;

@@ -71,10 +71,10 @@ Http1Client::Result read(Http1Client& c) {
 TEST_CASE("a GET goes out rewritten and its response comes back whole") {
   FakeTransport t;
   Recorder r;
-  Http1Client c(r);
+  Http1Client c(t);
   RequestRewrite rw;
   rw.client_ip = "192.0.2.7";
-  c.begin(t, request("GET", "/a"), rw, 65536);
+  c.begin(r, request("GET", "/a"), rw, 65536);
   c.endRequest();
   const std::string sent = t.written();
   CHECK(sent.rfind("GET /a HTTP/1.1\r\n", 0) == 0);
@@ -94,8 +94,8 @@ TEST_CASE("a GET goes out rewritten and its response comes back whole") {
 TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
   FakeTransport t;
   Recorder r;
-  Http1Client c(r);
-  c.begin(t, request("GET", "/"), RequestRewrite{}, 65536);
+  Http1Client c(t);
+  c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
   c.endRequest();
   t.arrive(
       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
@@ -105,10 +105,10 @@ TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
 
   FakeTransport t2;
   Recorder r2;
-  Http1Client up(r2);
+  Http1Client up(t2);
   RequestRewrite rw;
   rw.upgrade = true;
-  up.begin(t2, request("GET", "/ws"), rw, 65536);
+  up.begin(r2, request("GET", "/ws"), rw, 65536);
   up.endRequest();
   t2.arrive(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
@@ -124,10 +124,10 @@ TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
 TEST_CASE("a chunked body goes out chunked and ends with the last chunk") {
   FakeTransport t;
   Recorder r;
-  Http1Client c(r);
+  Http1Client c(t);
   RequestRewrite rw;
   rw.framing = BodyFraming::Chunked;
-  c.begin(t, request("POST", "/up"), rw, 65536);
+  c.begin(r, request("POST", "/up"), rw, 65536);
   t.written();  // the head
   c.sendBody("abc");
   c.endRequest();
@@ -137,21 +137,22 @@ TEST_CASE("a chunked body goes out chunked and ends with the last chunk") {
 TEST_CASE("replayable while nothing of the body has left; the replay carries the body") {
   FakeTransport first;
   Recorder r;
-  Http1Client c(r);
+  Http1Client c(first);
   RequestRewrite rw;
   rw.framing = BodyFraming::ContentLength;
   rw.content_length = 4;
   const RequestHead head = request("POST", "/p");
-  c.begin(first, head, rw, 65536);
+  c.begin(r, head, rw, 65536);
   c.sendBody("bo");
   CHECK(c.replayable());
   first.written(10);  // part of the head left
   CHECK(c.replayable());
 
   FakeTransport second;
-  c.replayOn(second, head, rw);
-  c.sendBody("dy");
-  c.endRequest();
+  Http1Client fresh(second);
+  fresh.replayFrom(c, head, rw);
+  fresh.sendBody("dy");
+  fresh.endRequest();
   const std::string sent = second.written();
   CHECK(sent.rfind("POST /p HTTP/1.1\r\n", 0) == 0);
   CHECK(sent.size() > 4);
@@ -160,8 +161,8 @@ TEST_CASE("replayable while nothing of the body has left; the replay carries the
 
   // Once a body byte has left, the request cannot be replayed.
   FakeTransport third;
-  Http1Client d(r);
-  d.begin(third, head, rw, 65536);
+  Http1Client d(third);
+  d.begin(r, head, rw, 65536);
   d.sendBody("bo");
   third.written();  // head and body left
   CHECK_FALSE(d.replayable());
@@ -171,8 +172,8 @@ TEST_CASE("not reusable: close-delimited, Connection: close, extra bytes, reques
   auto after = [](std::string_view response, bool end_request) {
     FakeTransport t;
     Recorder r;
-    Http1Client c(r);
-    c.begin(t, request("GET", "/"), RequestRewrite{}, 65536);
+    Http1Client c(t);
+    c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
     if (end_request) c.endRequest();
     t.written();
     t.arrive(response);
@@ -191,16 +192,16 @@ TEST_CASE("not reusable: close-delimited, Connection: close, extra bytes, reques
 TEST_CASE("a truncated or malformed response is an error") {
   FakeTransport t;
   Recorder r;
-  Http1Client c(r);
-  c.begin(t, request("GET", "/"), RequestRewrite{}, 65536);
+  Http1Client c(t);
+  c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
   c.endRequest();
   t.arrive("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
   CHECK(read(c) == Http1Client::Result::NeedMore);
   CHECK(c.readEof() == Http1Client::Result::Error);
 
   FakeTransport t2;
-  Http1Client d(r);
-  d.begin(t2, request("GET", "/"), RequestRewrite{}, 65536);
+  Http1Client d(t2);
+  d.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
   t2.arrive("HTTP/2.0 200 OK\r\n\r\n");
   CHECK(read(d) == Http1Client::Result::Error);
 }
