@@ -89,17 +89,6 @@ void Listener::acceptCb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int
   static_cast<Listener*>(ctx)->onAccept(fd, addr);
 }
 
-void Listener::acceptPending() {
-  const evutil_socket_t lfd = evconnlistener_get_fd(listener_.get());
-  while (true) {
-    sockaddr_storage peer{};
-    socklen_t len = sizeof(peer);
-    const int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
-    if (fd < 0) return;  // EAGAIN: the backlog is empty (or accept fails: nothing more to do)
-    onAccept(fd, reinterpret_cast<const sockaddr*>(&peer));
-  }
-}
-
 void Listener::onAccept(evutil_socket_t fd, const sockaddr* addr) {
   evutil_make_socket_nonblocking(fd);
   if (acceptor_.accept(UniqueFd(fd), addr, address_, tls_) == Acceptor::Result::Full) {

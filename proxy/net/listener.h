@@ -59,10 +59,6 @@ class Listener {
 
   const std::string& address() const { return address_; }
   bool tls() const { return tls_; }
-  // Accepts every connection already waiting in the backlog (the kernel completed their
-  // handshakes), before the listener is closed: closing it would reset them, and their clients
-  // may already have sent a request. Used by the drain and by listener removal.
-  void acceptPending();
 
  private:
   Listener(WorkerContext& worker, Acceptor& acceptor, std::string address, bool tls)

@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <http_parser.h>
@@ -228,11 +231,34 @@ void Server::shutdown() {
   if (stopping_) return;
   stopping_ = true;
   SY_LOG(Info, "draining (up to %u ms)", snapshot_->server.timeouts.drain_timeout_ms);
+  stopAccepting();
   for (auto& w : workers_) w->drain(snapshot_->server.timeouts.drain_timeout_ms);
   // The main loop keeps running while the workers drain, so /healthz can answer 503.
   drain_check_.reset(event_new(base_.get(), -1, EV_PERSIST, &Server::onDrainCheck, this));
   timeval tv{0, 20000};
   event_add(drain_check_.get(), &tv);
+}
+
+void Server::stopAccepting() {
+  // Every worker closes its listeners before any connection starts closing. Otherwise a client
+  // whose connection one worker closed reconnects, the kernel hands the connection to another
+  // worker's listener that is about to close, and that close resets it: a request lost (a
+  // read error under wrk -c20). Bounded: a worker stuck in a callback does not hold the stop.
+  struct Pending {
+    std::mutex mutex;
+    std::condition_variable cv;
+    size_t left;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->left = workers_.size();
+  for (auto& w : workers_) {
+    w->stopAccepting([pending] {
+      std::lock_guard<std::mutex> lock(pending->mutex);
+      if (--pending->left == 0) pending->cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lock(pending->mutex);
+  pending->cv.wait_for(lock, std::chrono::seconds(1), [&] { return pending->left == 0; });
 }
 
 void Server::onDrainCheck(evutil_socket_t, short, void* ctx) noexcept {

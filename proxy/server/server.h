@@ -66,6 +66,8 @@ class Server : public AdminBackend {
   static void onDrainCheck(evutil_socket_t, short, void* ctx) noexcept;
   void handleSignal(int sig);
   void shutdown();
+  // Closes every worker's listeners and waits (up to 1 s) until they all have.
+  void stopAccepting();
   // The Publication of the current snapshot (state objects made on this thread).
   Publication publication();
   // Starts or stops the file watcher to match server.watch_config of the current snapshot.

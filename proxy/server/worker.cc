@@ -99,7 +99,6 @@ void Worker::closeRemovedListeners(const config::Snapshot& next) {
       continue;
     }
     SY_LOG(Info, "worker %zu: no longer listening on %s", index(), address.c_str());
-    (*it)->acceptPending();
     for (auto& [ptr, owned] : connections_) {
       if (ptr->listenerAddress() == address) ptr->closeWhenIdle();
     }
@@ -152,17 +151,22 @@ void Worker::connectionClosed(ServerConnection* conn) {
 
 void Worker::drain(uint32_t timeout_ms) {
   post([this, timeout_ms] {
-    // Closed, not just disabled: a disabled socket still completes handshakes into its
-    // backlog, leaving new clients hanging until exit instead of being refused. What is in
-    // the backlog already is accepted first, so that closing does not reset it.
-    for (auto& l : listeners_) l->acceptPending();
     context_.setDraining();
-    listeners_.clear();
+    listeners_.clear();  // (stopAccepting did it already, unless it timed out)
     for (auto& [ptr, owned] : connections_) ptr->closeWhenIdle();
     timeval tv{static_cast<time_t>(timeout_ms / 1000),
                static_cast<suseconds_t>(timeout_ms % 1000) * 1000};
     evtimer_add(drain_timer_.get(), &tv);
     maybeFinishDrain();
+  });
+}
+
+void Worker::stopAccepting(std::function<void()> done) {
+  post([this, done = std::move(done)] {
+    // Closed, not just disabled: a disabled socket still completes handshakes into its
+    // backlog, leaving new clients hanging until exit instead of being refused.
+    listeners_.clear();
+    done();
   });
 }
 

@@ -65,6 +65,8 @@ class Worker final : private Acceptor, private ServerConnection::Owner, private 
   // `new_listeners` are sockets for addresses the snapshot adds; listeners for addresses it
   // no longer has are closed, and their connections close once idle.
   void publish(Publication next, std::vector<ListenSocket> new_listeners);
+  // Thread: any. Closes the listeners, then runs `done` (on this worker's thread).
+  void stopAccepting(std::function<void()> done);
   // Thread: any. Stop accepting; exit the loop once every connection is gone or after
   // `timeout_ms`; idle keep-alive connections close after ServerConnection::kDrainIdleMs.
   void drain(uint32_t timeout_ms);
