@@ -252,7 +252,6 @@ void ServerConnection::onHeadComplete() {
   head_complete_ = true;
   RequestHead& req = decoder_.request();
   http10_ = req.http_major == 1 && req.http_minor == 0;
-  head_request_ = req.method == "HEAD";
   keep_alive_ = decoder_.keepAlive() && !close_when_idle_;
   // A request line without a version (HTTP/0.9) is malformed; a version other than 1.x is
   // one we do not speak.

@@ -147,7 +147,6 @@ class ServerConnection final : public Deferrable,
   bool response_done_ = false;     // the current exchange's response ended
   bool keep_alive_ = true;         // the connection survives the current exchange
   bool http10_ = false;            // the current request is HTTP/1.0
-  bool head_request_ = false;      // HEAD: the response carries no body
   bool response_chunked_ = false;  // the response body goes to the client chunked
   bool continue_sent_ = false;
   bool expect_continue_ = false;
