@@ -110,7 +110,6 @@ void Exchange::flush() {
 void Exchange::takeHead(RequestHead& head) {
   head_ = &head;
   snapshot_ = ctx_.snapshot;
-  start_us_ = nowUs();
   route_metrics_ = &ctx_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
   if (!findHeader(head.headers, "x-request-id")) {
     writeHex(request_id_buf_, ctx_.worker.random());

@@ -109,7 +109,7 @@ class Exchange final : public RequestHandler,
   std::string_view request_id_;
   std::string upstream_text_;  // the server that answered, for the access log
   std::string set_cookie_;
-  uint64_t start_us_ = 0;
+  uint64_t start_us_;  // made when the head is complete (or the request failed before)
   uint64_t request_body_bytes_ = 0;
   unsigned response_status_ = 0;
   int connect_attempts_ = 0;
