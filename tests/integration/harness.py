@@ -272,6 +272,53 @@ def config_doc(listen_port, pools, routes, admin_port=None, timeouts=None, limit
 
 # ---- processes ---------------------------------------------------------------------------
 
+class RawServer:
+    """A TCP server on 127.0.0.1 for an upstream that misbehaves on purpose: a thread accepts,
+    and each connection is handed to self.serve(*self.adopt(sock, number)) in a thread of its
+    own (number counts from 1; adopt runs on the accepting thread, in accept order, and by
+    default passes (sock, number) on). Subclasses define serve(); stop() closes the listening
+    socket."""
+
+    def __init__(self, backlog=64):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(backlog)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.stopped = False
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self.stopped:
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.accepted += 1
+                n = self.accepted
+            threading.Thread(target=self.serve, args=self.adopt(s, n), daemon=True).start()
+
+    def adopt(self, sock, number):
+        return (sock, number)
+
+    def serve(self, *args):
+        raise NotImplementedError
+
+    def stop(self):
+        self.stopped = True
+        self.lsock.close()
+        self.thread.join(2)
+
+
 class Upstream:
     """tools/echo-upstream as a child process, logging every request: on a free port, or on
     `port` (a server that comes back where a pool was pointing)."""

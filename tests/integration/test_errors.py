@@ -2,13 +2,11 @@
 """Errors and limits (SPEC §4): 400, 404, 413, 431, 502, 504, the connect-failure retry, and
 the replay of a request whose reused upstream connection was closed before any response byte."""
 
-import socket
-import threading
 import uuid
 from types import SimpleNamespace
 
-from harness import Cases, Env, build_request, config_doc, dead_address, eq, expect, \
-    free_port, route
+from harness import Cases, Env, RawServer, build_request, config_doc, dead_address, eq, \
+    expect, free_port, route
 
 cases = Cases("errors")
 S = SimpleNamespace()
@@ -195,7 +193,7 @@ def _():
 
 # ---- replay on a reused upstream connection -------------------------------------------------
 
-class ReuseUpstream:
+class ReuseUpstream(RawServer):
     """A raw HTTP/1.1 upstream on 127.0.0.1, a thread per connection, that answers 200 "ok" and
     keeps the connection open, except for targets holding:
 
@@ -210,32 +208,10 @@ class ReuseUpstream:
     bytes read) before anything is answered."""
 
     def __init__(self):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
-        self.lock = threading.Lock()
         self.seen = []   # [(conn, seq, target, body bytes)]
-        self.conns = 0
-        self.stopped = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _accept(self):
-        while not self.stopped:
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.conns += 1
-                n = self.conns
-            threading.Thread(target=self._serve, args=(s, n), daemon=True).start()
-
-    def _serve(self, s, conn):
+    def serve(self, s, conn):
         buf = bytearray()
         seq = 0
         s.settimeout(30)
@@ -284,11 +260,6 @@ class ReuseUpstream:
     def with_marker(self, m):
         with self.lock:
             return [r for r in self.seen if m in r[2]]
-
-    def stop(self):
-        self.stopped = True
-        self.lsock.close()
-        self.thread.join(2)
 
 
 def on_reused_connection(c, m, method, target, body=None):

@@ -32,8 +32,8 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from harness import (Cases, CaseFailure, Client, Env, Proxy, Upstream, config_doc, eq, expect,
-                     free_port, pattern_bytes, route, tcp_queues, wait_closed_by_proxy,
+from harness import (Cases, CaseFailure, Client, Env, Proxy, RawServer, Upstream, config_doc, eq,
+                     expect, free_port, pattern_bytes, route, tcp_queues, wait_closed_by_proxy,
                      wait_settled, wait_until)
 
 cases = Cases("hardening")
@@ -280,7 +280,7 @@ def b_ok(c, head, target):
     return "keep"
 
 
-class FakeUpstream:
+class FakeUpstream(RawServer):
     """A raw HTTP/1.1 upstream on 127.0.0.1, one thread per connection, recording every byte.
 
     A request whose target is /r/NAME... is answered by behaviours[NAME](conn, head, target),
@@ -289,33 +289,16 @@ class FakeUpstream:
 
     def __init__(self, behaviours):
         self.behaviours = behaviours
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(4096)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
         self.conns = []
-        self.lock = threading.Lock()
-        self.stopped = False
-        threading.Thread(target=self._accept_loop, daemon=True).start()
+        super().__init__(backlog=4096)
 
-    def _accept_loop(self):
-        while not self.stopped:
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                c = UConn(len(self.conns), s)
-                self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def adopt(self, s, number):
+        with self.lock:
+            c = UConn(len(self.conns), s)
+            self.conns.append(c)
+        return (c,)
 
-    def _serve(self, c):
+    def serve(self, c):
         try:
             while True:
                 head = c.read_head()
@@ -345,10 +328,6 @@ class FakeUpstream:
     def count(self):
         with self.lock:
             return len(self.conns)
-
-    def stop(self):
-        self.stopped = True
-        self.lsock.close()
 
 
 class HoldUpstream:
