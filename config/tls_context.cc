@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "common/ascii.h"
 #include "config/snapshot.h"
 
 namespace sy::config {
@@ -102,8 +103,7 @@ std::string lastOpenSslError() {
 }
 
 SSL_CTX* ServerTls::select(std::string_view servername) const {
-  std::string name(servername);
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string name = asciiLowered(servername);
   for (const auto& [pattern, ctx] : by_name_) {
     if (pattern[0] != '.' && pattern == name) return ctx.get();
   }

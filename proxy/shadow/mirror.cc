@@ -1,21 +1,12 @@
 #include "proxy/shadow/mirror.h"
 
 #include <algorithm>
-#include <cctype>
 
 #include "common/log.h"
 #include "proxy/routing/splitter.h"
 
 namespace sy::proxy {
-namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 // ---- DiffLog -------------------------------------------------------------------------------
 
@@ -43,7 +34,7 @@ void ResponseSummary::setHead(const ResponseHead& head, const config::ShadowSett
         (!variant_header.empty() && equalsIgnoreCase(h.name, variant_header))) {
       continue;
     }
-    std::string name = lower(h.name);
+    std::string name = asciiLowered(h.name);
     if (std::find(settings.ignore_headers.begin(), settings.ignore_headers.end(), name) !=
         settings.ignore_headers.end()) {
       continue;
