@@ -8,7 +8,9 @@
 //
 // Thread: worker-local. Calls in either direction may re-enter the other side (an encode
 // from inside a decode call): neither side frees itself or the other inside a call; the
-// connection frees a finished exchange through deferred deletion.
+// connection frees a finished exchange through deferred deletion. A call that ends the
+// response (encodeEnd, encodeLocalReply, encodeAbort) may start the next pipelined request's
+// exchange before it returns, so it is the last thing an exchange does in that callback.
 
 #include <cstdint>
 #include <memory>
