@@ -83,13 +83,12 @@ void Exchange::operator delete(void* p, size_t size) {
   ::operator delete(p);
 }
 
-// Ends each upstream callback: what it queued goes out, one write per side.
+// Ends each upstream callback: what it queued goes out, one write per side. The encoder's
+// flush sends the upstream side first (through flush() of its current exchange: this one, or,
+// when this one ended, the next one, which this exchange's callback may have started).
 struct Exchange::FlushOnExit {
   explicit FlushOnExit(Exchange& e) : exchange(e) {}
-  ~FlushOnExit() {
-    exchange.flush();
-    exchange.encoder_.flush();
-  }
+  ~FlushOnExit() { exchange.encoder_.flush(); }
   Exchange& exchange;
 };
 
@@ -195,14 +194,12 @@ void Exchange::decodeError(const ProxyError& error, RequestHead* head) {
   fail(error);
 }
 
-void Exchange::onClientGone(TerminationPhase phase) {
+void Exchange::onClientGone() {
   if (ended_) {
     releaseUpstream(false);
     return;
   }
-  if (phase == TerminationPhase::Head) head_ = nullptr;
-  Termination t{TerminationSource::Client,
-                phase == TerminationPhase::Head ? phase : requestPhase()};
+  const Termination t{TerminationSource::Client, requestPhase()};
   ended_ = true;
   releaseUpstream(false);
   detachShadow(false);
@@ -450,7 +447,7 @@ TerminationPhase Exchange::upstreamPhase() const {
 }
 
 TerminationPhase Exchange::requestPhase() const {
-  if (head_ == nullptr || snapshot_ == nullptr) return TerminationPhase::Head;
+  if (head_ == nullptr) return TerminationPhase::Head;
   if (!request_done_ && framing_.framing != BodyFraming::None) return TerminationPhase::Body;
   return upstreamPhase();
 }
@@ -514,11 +511,6 @@ void Exchange::fail(const ProxyError& error) {
     return;
   }
   const int status = statusFor(error.kind);
-  if (route_metrics_ == nullptr) {
-    // Refused before a head was complete (400, 431, 408): counted as unmatched.
-    route_metrics_ = &ctx_.routeMetrics(ctx_.snapshot->routes.size());
-    variant_ = config::Variant::Blue;
-  }
   if (error.source == ErrorSource::Upstream) {
     SY_LOG(Info, "%s %s -> %d (%s)", method, target, status, messageFor(error.kind));
   }
@@ -540,6 +532,8 @@ void Exchange::recordOutcome(int status, Termination termination) {
   if (recorded_) return;
   recorded_ = true;
   if (route_metrics_ == nullptr) {
+    // Refused before a head was complete (400, 431, 408) or the client left first: counted as
+    // unmatched.
     route_metrics_ = &ctx_.routeMetrics(ctx_.snapshot->routes.size());
   }
   const uint64_t duration_us = nowUs() - start_us_;

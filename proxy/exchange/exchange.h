@@ -20,6 +20,7 @@
 #include "proxy/exchange/context.h"
 #include "proxy/http/error.h"
 #include "proxy/http/server_exchange.h"
+#include "proxy/http/termination.h"
 #include "proxy/http1/client.h"
 #include "proxy/routing/splitter.h"
 #include "proxy/shadow/mirror.h"
@@ -45,7 +46,7 @@ class Exchange final : public RequestHandler,
   void decodeBody(std::string_view data) override;
   void decodeEnd() override;
   void decodeError(const ProxyError& error, RequestHead* head) override;
-  void onClientGone(TerminationPhase phase) override;
+  void onClientGone() override;
   bool bodyBackpressured() const override;
   void onEncoderDrained() override;
   void flush() override;

@@ -21,7 +21,6 @@
 #include "proxy/http/error.h"
 #include "proxy/http/http_message.h"
 #include "proxy/http/local_reply.h"
-#include "proxy/http/termination.h"
 
 namespace sy::proxy {
 
@@ -92,9 +91,9 @@ class RequestHandler : public Deferrable {
   // too large, head timeout, a version we do not speak): the exchange answers with the
   // status of SPEC §4 and ends. `head`: the decoded head, or null when it is incomplete.
   virtual void decodeError(const ProxyError& error, RequestHead* head) = 0;
-  // The client closed, reset or timed out before the exchange ended; nothing more can be
-  // sent. `phase`: where the request was (head, body, or after it).
-  virtual void onClientGone(TerminationPhase phase) = 0;
+  // The client closed, reset or timed out before the exchange ended (also with only part of a
+  // head, then the exchange has had no other call); nothing more can be sent.
+  virtual void onClientGone() = 0;
   // Whether the request body should wait (the upstream reads slower than the client sends).
   virtual bool bodyBackpressured() const = 0;
   // The client's output drained after encoderBackpressured(): upstream reading resumes.

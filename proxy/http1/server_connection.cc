@@ -126,7 +126,7 @@ void ServerConnection::onTransportEvent(short events) {
   if (events & BEV_EVENT_TIMEOUT) {
     // A read timeout while the request is complete only means the upstream is slow; that has
     // its own timeout. Keep listening for the client's EOF.
-    if ((events & BEV_EVENT_READING) && state_ == State::Request && request_done_) {
+    if ((events & BEV_EVENT_READING) && state_ == State::Request && msg_.request_done) {
       client_->enableRead();
       return;
     }
@@ -139,7 +139,7 @@ void ServerConnection::onTransportEvent(short events) {
     client_eof_ = true;
     // A client that half-closes after a complete request still gets its answer. (Not over
     // TLS: there the end of the stream ends the session, and a vanished client looks the same.)
-    if (!tls_ && state_ == State::Request && request_done_) return;
+    if (!tls_ && state_ == State::Request && msg_.request_done) return;
     // Still flushing what we owe it. Not over TLS: libevent's OpenSSL bufferevent stops
     // writing once it has read the end of the stream, so the flush would never finish.
     if (!tls_ && state_ == State::Closing) return;
@@ -161,7 +161,7 @@ void ServerConnection::timerCb(void* ctx) noexcept {
 void ServerConnection::onTimer() {
   switch (state_) {
     case State::Request:
-      if (!head_complete_) {
+      if (!msg_.head_complete) {
         // The head did not arrive in client_header_ms (slowloris): 408, then close.
         decodeError(ErrorKind::HeadTimeout);
       }
@@ -207,8 +207,9 @@ void ServerConnection::processInput() {
       break;
     }
     if (state_ != State::Idle && state_ != State::Request && state_ != State::Discarding) break;
-    if (state_ == State::Request && request_done_) break;  // pipelined input waits its turn
-    if (state_ == State::Request && head_complete_ && exchange_ && exchange_->bodyBackpressured()) {
+    if (state_ == State::Request && msg_.request_done) break;  // pipelined input waits its turn
+    if (state_ == State::Request && msg_.head_complete && exchange_ &&
+        exchange_->bodyBackpressured()) {
       // The upstream reads slower than the client sends: stop reading the client until the
       // upstream's buffer drains (resumeRequestBody).
       client_paused_ = true;
@@ -219,9 +220,7 @@ void ServerConnection::processInput() {
     if (state_ == State::Idle) {
       // The first byte of a new request.
       state_ = State::Request;
-      head_complete_ = request_done_ = response_done_ = false;
-      continue_sent_ = expect_continue_ = false;
-      bytes_out_ = body_seen_ = 0;
+      msg_ = Message{};
       decoder_.setMaxHeadBytes(settings().limits.max_header_bytes);
       armTimer(settings().timeouts.client_header_ms);
     }
@@ -249,10 +248,10 @@ void ServerConnection::processInput() {
 void ServerConnection::onHeadComplete() {
   if (state_ == State::Discarding) return;
   timer_.cancel();
-  head_complete_ = true;
+  msg_.head_complete = true;
   RequestHead& req = decoder_.request();
-  http10_ = req.http_major == 1 && req.http_minor == 0;
-  keep_alive_ = decoder_.keepAlive() && !close_when_idle_;
+  msg_.http10 = req.http_major == 1 && req.http_minor == 0;
+  msg_.keep_alive = decoder_.keepAlive() && !close_when_idle_;
   // A request line without a version (HTTP/0.9) is malformed; a version other than 1.x is
   // one we do not speak.
   if (req.http_major == 0) {
@@ -275,15 +274,15 @@ void ServerConnection::onHeadComplete() {
   if (framing.framing != BodyFraming::None) {
     if (auto expect = findHeader(req.headers, "expect");
         expect && equalsIgnoreCase(*expect, "100-continue")) {
-      framing.expect_continue = expect_continue_ = true;
+      framing.expect_continue = msg_.expect_continue = true;
     }
   }
   exchange().decodeHead(req, framing);
 }
 
 void ServerConnection::onBodyData(std::string_view data) {
-  body_seen_ += data.size();
-  if (state_ == State::Request && exchange_ && !response_done_) exchange_->decodeBody(data);
+  msg_.body_seen += data.size();
+  if (state_ == State::Request && exchange_ && !msg_.response_done) exchange_->decodeBody(data);
 }
 
 void ServerConnection::onMessageComplete() {
@@ -292,8 +291,8 @@ void ServerConnection::onMessageComplete() {
     return;
   }
   if (state_ != State::Request) return;
-  request_done_ = true;
-  if (response_done_) {
+  msg_.request_done = true;
+  if (msg_.response_done) {
     finishExchange();
     return;
   }
@@ -303,15 +302,15 @@ void ServerConnection::onMessageComplete() {
 void ServerConnection::decodeError(ErrorKind kind) {
   if (state_ != State::Request) return;
   exchange().decodeError({ErrorSource::Downstream, kind},
-                         head_complete_ ? &decoder_.request() : nullptr);
+                         msg_.head_complete ? &decoder_.request() : nullptr);
 }
 
 void ServerConnection::clientGone() {
-  if (state_ == State::Request && !response_done_) {
+  if (state_ == State::Request && !msg_.response_done) {
     // Also a partial head gets its exchange, so the access log has the line (SPEC §10).
-    exchange().onClientGone(head_complete_ ? TerminationPhase::None : TerminationPhase::Head);
+    exchange().onClientGone();
   } else if (state_ == State::Tunnel && exchange_) {
-    exchange_->onClientGone(TerminationPhase::None);
+    exchange_->onClientGone();
   }
   closeNow();
 }
@@ -335,7 +334,7 @@ void ServerConnection::pumpTunnel() {
 // ---- response side (ResponseEncoder) -------------------------------------------------------
 
 void ServerConnection::write(std::string_view data) {
-  bytes_out_ += data.size();
+  msg_.bytes_out += data.size();
   evbuffer_add(client_->output(), data.data(), data.size());
 }
 
@@ -355,7 +354,7 @@ void ServerConnection::encodeHead(const Head& h) {
     client_->enableRead();
     return;
   }
-  if (decoder_.upgrade()) keep_alive_ = false;  // a refused upgrade: do not resync
+  if (decoder_.upgrade()) msg_.keep_alive = false;  // a refused upgrade: do not resync
   switch (h.framing) {
     case BodyFraming::None: rw.framing = BodyFraming::None; break;
     case BodyFraming::ContentLength:
@@ -366,29 +365,29 @@ void ServerConnection::encodeHead(const Head& h) {
     case BodyFraming::UntilClose:
       // HTTP/1.1 clients get chunked coding (so the connection survives a close-delimited
       // upstream body); HTTP/1.0 clients get a close-delimited body.
-      if (http10_) {
+      if (msg_.http10) {
         rw.framing = BodyFraming::UntilClose;
-        keep_alive_ = false;
+        msg_.keep_alive = false;
       } else {
         rw.framing = BodyFraming::Chunked;
       }
       break;
   }
-  response_chunked_ = rw.framing == BodyFraming::Chunked;
-  if (close_when_idle_) keep_alive_ = false;  // tell the client before we close
+  msg_.response_chunked = rw.framing == BodyFraming::Chunked;
+  if (close_when_idle_) msg_.keep_alive = false;  // tell the client before we close
   if (client_eof_ && evbuffer_get_length(client_->input()) == 0) {
-    keep_alive_ = false;  // half-closed, nothing pipelined behind: this is the last response
+    msg_.keep_alive = false;  // half-closed, nothing pipelined behind: this is the last response
   }
-  rw.keep_alive = keep_alive_;
-  rw.http10_client = http10_;
+  rw.keep_alive = msg_.keep_alive;
+  rw.http10_client = msg_.http10;
   appendDownstreamResponseHead(scratch_, h.head, rw);
   write(scratch_);
 }
 
 void ServerConnection::encodeBody(std::string_view data) {
   if (state_ == State::Closed) return;
-  bytes_out_ += data.size();
-  if (response_chunked_) {
+  msg_.bytes_out += data.size();
+  if (msg_.response_chunked) {
     addChunk(client_->output(), data);
   } else {
     evbuffer_add(client_->output(), data.data(), data.size());
@@ -397,21 +396,18 @@ void ServerConnection::encodeBody(std::string_view data) {
 
 void ServerConnection::encodeEnd() {
   if (state_ == State::Tunnel) {
-    response_done_ = true;
+    msg_.response_done = true;
     closeAfterFlush(false);  // the upstream ended the tunnel
     return;
   }
-  if (response_chunked_) write(kLastChunk);
+  if (msg_.response_chunked) write(kLastChunk);
   responseDone(true);
 }
 
 void ServerConnection::encodeLocalReply(const LocalReply& reply) {
   // The connection survives only where the request framing is still trustworthy and the
   // rest of the request can be skipped: a complete request, or one without a body.
-  const bool rest_skippable =
-      request_done_ ||
-      (head_complete_ && decoder_.framing() == BodyFraming::None && !decoder_.upgrade());
-  const bool keep = keep_alive_ && !reply.close && head_complete_ && rest_skippable;
+  const bool keep = msg_.keep_alive && !reply.close && (msg_.request_done || restOfRequestEmpty());
   scratch_.clear();
   appendErrorResponse(scratch_, reply.status, reply.message, keep, reply.request_id);
   write(scratch_);
@@ -421,15 +417,15 @@ void ServerConnection::encodeLocalReply(const LocalReply& reply) {
 void ServerConnection::encodeAbort() {
   // What was already relayed still goes out, without a terminating chunk: the client sees
   // the truncation when the connection closes.
-  response_chunked_ = false;
-  keep_alive_ = false;
-  response_done_ = true;
-  closeAfterFlush(!request_done_);
+  msg_.response_chunked = false;
+  msg_.keep_alive = false;
+  msg_.response_done = true;
+  closeAfterFlush(!msg_.request_done);
 }
 
 void ServerConnection::encodeContinue() {
-  if (!expect_continue_ || continue_sent_ || state_ != State::Request) return;
-  continue_sent_ = true;
+  if (!msg_.expect_continue || msg_.continue_sent || state_ != State::Request) return;
+  msg_.continue_sent = true;
   write(kContinue);
 }
 
@@ -466,33 +462,35 @@ void ServerConnection::flush() {
 
 // ---- exchange and connection lifetime ------------------------------------------------------
 
+bool ServerConnection::restOfRequestEmpty() const {
+  return msg_.head_complete && decoder_.framing() == BodyFraming::None && !decoder_.upgrade();
+}
+
 void ServerConnection::responseDone(bool keep) {
-  response_done_ = true;
-  if (!keep) keep_alive_ = false;
-  if (request_done_) {
+  msg_.response_done = true;
+  if (!keep) msg_.keep_alive = false;
+  if (msg_.request_done) {
     finishExchange();
     return;
   }
-  if (keep_alive_ && head_complete_ && decoder_.framing() == BodyFraming::None &&
-      !decoder_.upgrade()) {
+  if (msg_.keep_alive && restOfRequestEmpty()) {
     state_ = State::Discarding;  // the (empty) rest of the request ends the exchange
     return;
   }
   // The response ended before the request (an early answer: 413, the upstream's own reply):
   // the rest of the body cannot be skipped safely, so the connection ends, lingering.
-  keep_alive_ = false;
+  msg_.keep_alive = false;
   closeAfterFlush(true);
 }
 
 void ServerConnection::finishExchange() {
   if (exchange_) worker_.deferDelete(std::move(exchange_));
   state_ = State::Idle;
-  head_complete_ = request_done_ = response_done_ = false;
   if (client_paused_) {
     client_paused_ = false;
     client_->enableRead();
   }
-  if (!keep_alive_) {
+  if (!msg_.keep_alive) {
     closeAfterFlush(evbuffer_get_length(client_->input()) > 0);
     return;
   }
@@ -511,10 +509,11 @@ void ServerConnection::closeAfterFlush(bool linger) {
   state_ = State::Closing;
   linger_ = linger && !client_eof_;
   linger_budget_ = kLingerBytes;
-  if (head_complete_ && !request_done_ && decoder_.framing() == BodyFraming::ContentLength &&
-      decoder_.contentLength() > body_seen_) {
+  if (msg_.head_complete && !msg_.request_done &&
+      decoder_.framing() == BodyFraming::ContentLength &&
+      decoder_.contentLength() > msg_.body_seen) {
     // (Raw bytes are counted, so what the decoder still buffers is within the margin.)
-    linger_budget_ += decoder_.contentLength() - body_seen_;
+    linger_budget_ += decoder_.contentLength() - msg_.body_seen;
   }
   if (exchange_) worker_.deferDelete(std::move(exchange_));
   // Reading goes on (discarding), so a client still sending is not reset by the close.

@@ -78,7 +78,7 @@ class ServerConnection final : public Deferrable,
   void encodeContinue() override;
   bool encoderBackpressured() const override;
   void resumeRequestBody() override;
-  uint64_t bytesEncoded() const override { return bytes_out_; }
+  uint64_t bytesEncoded() const override { return msg_.bytes_out; }
   void flush() override;
 
  private:
@@ -113,6 +113,8 @@ class ServerConnection final : public Deferrable,
   void decodeError(ErrorKind kind);
   // The response ended (end, local reply or abort): the exchange is over once its request is.
   void responseDone(bool keep_alive);
+  // The head is complete and no body follows it: what is left of the request is its end.
+  bool restOfRequestEmpty() const;
   void finishExchange();
   // The client vanished (EOF, error, timeout) before the exchange ended.
   void clientGone();
@@ -137,19 +139,24 @@ class ServerConnection final : public Deferrable,
   std::unique_ptr<RequestHandler> exchange_;
   std::string scratch_;  // response heads being encoded (keeps its capacity)
   State state_ = State::Idle;
-  uint64_t bytes_out_ = 0;      // response bytes encoded in this exchange
-  uint64_t body_seen_ = 0;      // body bytes of the current request decoded so far
   uint64_t linger_budget_ = 0;  // Closing, Lingering: bytes still to discard before closing
   bool tls_;
   bool in_process_input_ = false;
-  bool head_complete_ = false;     // the current request's head was decoded
-  bool request_done_ = false;      // the whole current request was decoded
-  bool response_done_ = false;     // the current exchange's response ended
-  bool keep_alive_ = true;         // the connection survives the current exchange
-  bool http10_ = false;            // the current request is HTTP/1.0
-  bool response_chunked_ = false;  // the response body goes to the client chunked
-  bool continue_sent_ = false;
-  bool expect_continue_ = false;
+  // The request in progress and its response: replaced as a whole at the first byte of each
+  // request (never reset field by field).
+  struct Message {
+    uint64_t bytes_out = 0;         // response bytes encoded
+    uint64_t body_seen = 0;         // request body bytes decoded so far
+    bool head_complete = false;     // the head was decoded
+    bool request_done = false;      // the whole request was decoded
+    bool response_done = false;     // the response ended
+    bool keep_alive = true;         // the connection survives this exchange
+    bool http10 = false;            // the request is HTTP/1.0
+    bool response_chunked = false;  // the response body goes to the client chunked
+    bool expect_continue = false;   // the client asked for 100 Continue
+    bool continue_sent = false;
+  };
+  Message msg_;
   bool client_paused_ = false;  // reading stopped: the exchange's upstream is slow
   bool client_eof_ = false;
   bool close_when_idle_ = false;

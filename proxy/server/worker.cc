@@ -114,7 +114,6 @@ void Worker::setGeneration(Publication next) {
   mirror_.setSnapshot(*next.snapshot, *next.health);
   exchanges_.snapshot = std::move(next.snapshot);
   exchanges_.route_metrics = std::move(next.metrics);
-  health_ = std::move(next.health);
 }
 
 Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer, const std::string& address,

@@ -103,7 +103,6 @@ class Worker final : private Acceptor, private ServerConnection::Owner, private 
   std::mutex posted_mutex_;  // guards posted_ (the only cross-thread state)
   std::vector<std::function<void()>> posted_;
 
-  std::shared_ptr<const HealthTable> health_;  // of the current generation
   PoolSet pools_;
   Mirror mirror_;
   ExchangeContext exchanges_;

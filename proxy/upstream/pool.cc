@@ -1,7 +1,5 @@
 #include "proxy/upstream/pool.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -12,8 +10,8 @@ namespace sy::proxy {
 // ---- UpstreamConn --------------------------------------------------------------------------
 
 UpstreamConn::UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server,
-                           std::unique_ptr<Transport> stream)
-    : pool_(std::move(pool)), server_(server), transport_(std::move(stream)) {
+                           std::unique_ptr<Transport> transport)
+    : pool_(std::move(pool)), server_(server), transport_(std::move(transport)) {
   transport_->setHandler(this);
   pool_->worker().connections().upstream.fetch_add(1, std::memory_order_relaxed);
 }

@@ -77,7 +77,7 @@ class UpstreamConn : public Deferrable, private Transport::Handler {
  private:
   friend class UpstreamPool;
   UpstreamConn(std::shared_ptr<UpstreamPool> pool, size_t server,
-               std::unique_ptr<Transport> stream);
+               std::unique_ptr<Transport> transport);
   void onTransportRead() override;
   void onTransportWrite() override;
   void onTransportEvent(short events) override;
