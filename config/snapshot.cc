@@ -319,4 +319,20 @@ std::shared_ptr<Snapshot> compileSnapshot(const RawConfig& raw, const Resolver& 
   return Compiler(raw, resolver, errors).run();
 }
 
+std::shared_ptr<Snapshot> cloneSnapshot(const Snapshot& snapshot) {
+  auto copy = std::make_shared<Snapshot>();
+  copy->path = snapshot.path;
+  copy->generation = snapshot.generation;
+  copy->server = snapshot.server;
+  copy->tls_listeners = snapshot.tls_listeners;
+  copy->pools = snapshot.pools;
+  copy->routes = snapshot.routes;
+  for (Route& route : copy->routes) {
+    for (const Pool*& pool : route.pools) {
+      if (pool != nullptr) pool = &copy->pools.at(pool->name);
+    }
+  }
+  return copy;
+}
+
 }  // namespace sy::config

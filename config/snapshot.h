@@ -61,6 +61,7 @@ struct ServerSettings {
   std::string variant_header = "X-Switchyard-Variant";  // "" disables
   std::string access_log;                               // "" off, "-" stdout, else a path
   bool watch_config = false;
+  std::string state_dir;  // rollout journals (SPEC §11); "" = none (no route has a rollout)
   Timeouts timeouts;
   Limits limits;
 };
@@ -138,6 +139,40 @@ struct ShadowSettings {
   std::vector<std::string> ignore_headers = {"date", "x-request-id"};  // lower-case
 };
 
+// One stage of a rollout (SPEC §11): the variant's share of the route's hashed traffic.
+struct RolloutStage {
+  double percent = 0.0;      // (0, 100]
+  uint64_t hold_ms = 0;      // how long the stage runs before it may advance
+  bool manual_gate = false;  // after its hold, waits for `promote`
+};
+
+// The tolerances a rollout's variant is judged by (SPEC §11 [routes.rollout.analysis]).
+struct RolloutAnalysis {
+  uint64_t interval_ms = 30000;
+  uint64_t warmup_ms = 60000;
+  double confidence = 0.99;  // (0.5, 1)
+  uint64_t min_requests = 500;
+  double error_relative = 1.5;    // error_ratio.relative (>= 1)
+  double error_absolute = 0.002;  // error_ratio.absolute (0..1)
+  double latency_quantile = 0.95;  // latency.quantile (0, 1)
+  double latency_relative = 1.5;   // latency.relative (>= 1)
+  std::optional<double> shadow_mismatch;  // tolerated mismatch share (0..1); absent = no check
+  double critical_error_ratio = 0.5;      // (0, 1]
+};
+
+enum class RolloutFailure : uint8_t { Rollback, Pause };
+
+struct Rollout {
+  std::string id;
+  Variant variant = Variant::Canary;
+  Variant baseline = Variant::Blue;
+  std::optional<int64_t> start_unix_ms;  // absent: "on_load"
+  RolloutFailure on_failure = RolloutFailure::Rollback;
+  std::vector<RolloutStage> stages;  // percent strictly increasing
+  RolloutAnalysis analysis;
+  std::string notify_url;  // "" = no notifications
+};
+
 struct Route {
   std::string name;
   // Host match: empty = any; exact (lower-case, no port); or wildcard "*.suffix" stored as
@@ -156,6 +191,10 @@ struct Route {
   std::array<double, kWeightedVariants> weights{};
   std::optional<ShadowSettings> shadow;
   std::vector<Override> overrides;
+  // With a rollout, weights[rollout->variant] is set by the rollout's current share (SPEC §11);
+  // the snapshot as loaded keeps the configured value, derived snapshots (cloneSnapshot) the
+  // share's.
+  std::optional<Rollout> rollout;
 };
 
 struct Snapshot {
@@ -173,5 +212,9 @@ struct Snapshot {
 };
 
 using SnapshotConstSharedPtr = std::shared_ptr<const Snapshot>;
+
+// A copy of `snapshot` (its routes' pool pointers re-linked to the copy's pools), for a derived
+// generation that differs only in route weights (a rollout's share changed, SPEC §11).
+std::shared_ptr<Snapshot> cloneSnapshot(const Snapshot& snapshot);
 
 }  // namespace sy::config

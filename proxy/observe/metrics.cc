@@ -43,6 +43,8 @@ RouteMetrics::ShadowTotals RouteMetrics::shadowTotals() const {
       t.results[i] += shadow_[w].results[i].load(std::memory_order_relaxed);
     for (size_t i = 0; i < kMismatchKinds; ++i)
       t.mismatches[i] += shadow_[w].mismatches[i].load(std::memory_order_relaxed);
+    t.compared += shadow_[w].compared.load(std::memory_order_relaxed);
+    t.mismatched += shadow_[w].mismatched.load(std::memory_order_relaxed);
   }
   return t;
 }
@@ -62,6 +64,10 @@ RouteMetrics::Totals RouteMetrics::totals(config::Variant v) const {
       for (size_t ph = 0; ph < kTerminationPhases; ++ph)
         t.terminations[src][ph] += c.terminations[src][ph].load(std::memory_order_relaxed);
     }
+    t.judged += c.judged.load(std::memory_order_relaxed);
+    t.judged_errors += c.judged_errors.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < kLatencyBuckets; ++i)
+      t.latency[i] += c.latency[i].load(std::memory_order_relaxed);
   }
   return t;
 }

@@ -188,6 +188,24 @@ config::Variant pickWeighted(std::string_view salt,
   return pickWeightedWithHash(salt, weights, key, &hash);
 }
 
+std::array<double, config::kWeightedVariants> weightsWithShare(const config::Route& route,
+                                                               config::Variant variant,
+                                                               double percent) {
+  std::array<double, config::kWeightedVariants> weights = route.weights;
+  const size_t v = static_cast<size_t>(variant);
+  if (percent >= 100.0) {
+    weights.fill(0.0);
+    weights[v] = 1.0;
+    return weights;
+  }
+  double others = 0.0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (i != v) others += weights[i];
+  }
+  weights[v] = percent > 0.0 ? percent / (100.0 - percent) * others : 0.0;
+  return weights;
+}
+
 bool shadowSampled(std::string_view salt, std::string_view key, double percent) {
   if (!(percent > 0.0)) return false;
   if (percent >= 100.0) return true;

@@ -47,6 +47,15 @@ config::Variant pickWeighted(std::string_view salt,
                              const std::array<double, config::kWeightedVariants>& weights,
                              std::string_view key);
 
+// The route's weights while its rollout gives `variant` `percent` % of the hashed traffic
+// (SPEC §11): the variant's weight becomes percent / (100 - percent) x the sum of the others,
+// which stay as configured; 0 % gives it weight 0, 100 % leaves it alone weighted. Only the
+// variant's weight changes, so raising the share moves keys only into it and a rollback returns
+// every key to the variant it had before.
+std::array<double, config::kWeightedVariants> weightsWithShare(const config::Route& route,
+                                                               config::Variant variant,
+                                                               double percent);
+
 // One variant's term in pickWeighted()'s comparison: h_v = XXH3 of (salt, variant name, key),
 // u_v in (0,1) from its top 52 bits, and score_v = -weight / log(u_v). pickWeighted() is built
 // on this function, so `switchyard-ctl explain` can print every variant's score from the very

@@ -177,8 +177,10 @@ void ShadowRequest::compareIfReady() {
   if (primary_.digest() != shadow_.digest()) diff.kinds.push_back(MismatchKind::Body);
   diff.headers = differingHeaders(primary_, shadow_);
   if (!diff.headers.empty()) diff.kinds.push_back(MismatchKind::Headers);
-  if (diff.kinds.empty()) return;
   ShadowCounters& counters = metrics_.shadow(mirror_.worker().index());
+  bump(counters.compared);
+  if (diff.kinds.empty()) return;
+  bump(counters.mismatched);
   for (MismatchKind k : diff.kinds) counters.record(k);
   diff.ts = time(nullptr);
   diff.route = route_.name;
