@@ -178,6 +178,77 @@ bool convert(Context& ctx, const toml::node& node, const Origin& origin, StringL
   return ok;
 }
 
+constexpr const char* kDurationExamples = "a duration like \"30s\", \"10m\", \"500ms\" or \"2h\"";
+
+bool convert(Context& ctx, const toml::node& node, const Origin& origin, RawDuration& out) {
+  const auto* value = node.as_string();
+  if (value == nullptr) {
+    ctx.error(origin, expected(kDurationExamples, node));
+    return false;
+  }
+  std::string why;
+  const std::optional<uint64_t> ms = parseDuration(value->get(), &why);
+  if (!ms) {
+    ctx.error(origin, why);
+    return false;
+  }
+  out.ms = *ms;
+  return true;
+}
+
+// The RFC 3339 text of a TOML date-time with an offset, for parseRfc3339 (one parser for both
+// spellings of a time).
+std::string rfc3339Text(const toml::date_time& value) {
+  char text[64];
+  const int offset = value.offset->minutes;
+  const int magnitude = offset < 0 ? -offset : offset;
+  std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%09u%c%02d:%02d",
+                static_cast<int>(value.date.year), static_cast<int>(value.date.month),
+                static_cast<int>(value.date.day), static_cast<int>(value.time.hour),
+                static_cast<int>(value.time.minute), static_cast<int>(value.time.second),
+                static_cast<unsigned>(value.time.nanosecond), offset < 0 ? '-' : '+',
+                magnitude / 60, magnitude % 60);
+  return text;
+}
+
+// "on_load" or an RFC 3339 time, as a string or as a TOML offset date-time.
+bool convert(Context& ctx, const toml::node& node, const Origin& origin, RawStart& out) {
+  static constexpr std::string_view kExpected = "must be \"on_load\" or an RFC 3339 time: ";
+  std::string text;
+  if (const auto* date_time = node.as_date_time()) {
+    if (!date_time->get().offset) {
+      ctx.error(origin, std::string(kExpected) +
+                            "a local date-time has no UTC offset, so its moment would depend on "
+                            "the host's time zone: add \"Z\" or an offset such as \"+01:00\"");
+      return false;
+    }
+    text = rfc3339Text(date_time->get());
+  } else if (const auto* string = node.as_string()) {
+    text = string->get();
+    if (text == "on_load") {
+      out.unix_ms.reset();
+      return true;
+    }
+  } else if (node.is_date() || node.is_time()) {
+    ctx.error(origin, std::string(kExpected) + (node.is_date() ? "a date" : "a time of day") +
+                          " alone is not a moment: write a full date-time with an offset, e.g. "
+                          "2025-03-01T09:00:00Z");
+    return false;
+  } else {
+    ctx.error(origin,
+              expected("\"on_load\" or an RFC 3339 time such as \"2025-03-01T09:00:00Z\"", node));
+    return false;
+  }
+  std::string why;
+  const std::optional<int64_t> unix_ms = parseRfc3339(text, &why);
+  if (!unix_ms) {
+    ctx.error(origin, std::string(kExpected) + why);
+    return false;
+  }
+  out.unix_ms = *unix_ms;
+  return true;
+}
+
 // ---- Tables -------------------------------------------------------------------------------------
 
 // Walks one TOML table against its schema: every read names a key the table may have, so the
@@ -213,25 +284,34 @@ class TableReader {
   // tables are reported and left out.
   std::vector<std::pair<const toml::table*, Origin>> tables(std::string_view key) {
     Field<bool> field;
-    const toml::node* node = take(key, field);
+    return tables(key, field, "an array of tables ([[" + std::string(key) + "]])");
+  }
+
+  // Same, also marking `out` as read() does (`ok`: an array whose elements are all tables);
+  // `what` is the expectation reported when the value is not an array.
+  template <class T>
+  std::vector<std::pair<const toml::table*, Origin>> tables(std::string_view key, Field<T>& out,
+                                                            std::string_view what) {
+    const toml::node* node = take(key, out);
     if (node == nullptr) return {};
     const auto* array = node->as_array();
     if (array == nullptr) {
-      ctx_.error(field.origin,
-                 expected("an array of tables ([[" + std::string(key) + "]])", *node));
+      ctx_.error(out.origin, expected(what, *node));
       return {};
     }
-    std::vector<std::pair<const toml::table*, Origin>> out;
+    out.ok = true;
+    std::vector<std::pair<const toml::table*, Origin>> tables;
     for (size_t i = 0; i < array->size(); ++i) {
       const toml::node& element = *array->get(i);
-      Origin origin = originAt(element.source(), indexKey(field.origin.key, i));
+      Origin origin = originAt(element.source(), indexKey(out.origin.key, i));
       if (element.is_table()) {
-        out.emplace_back(element.as_table(), std::move(origin));
+        tables.emplace_back(element.as_table(), std::move(origin));
       } else {
         ctx_.error(origin, expected("a table", element));
+        out.ok = false;
       }
     }
-    return out;
+    return tables;
   }
 
   // For a table whose keys are names chosen by the user ([upstreams.NAME]): every entry must be
@@ -317,7 +397,7 @@ void readTables(TableReader& parent, std::string_view key, Fill&& fill) {
   }
 }
 
-// ---- The schema (SPEC §3) -----------------------------------------------------------------------
+// ---- The schema (SPEC §3, §11) ------------------------------------------------------------------
 
 void readServer(TableReader& r, RawServer& server) {
   r.read("listen", server.listen);
@@ -327,6 +407,7 @@ void readServer(TableReader& r, RawServer& server) {
   r.read("variant_header", server.variant_header);
   r.read("access_log", server.access_log);
   r.read("watch_config", server.watch_config);
+  r.read("state_dir", server.state_dir);
   readTable(r, "timeouts", server.timeouts, [](TableReader& t, RawTimeouts& timeouts) {
     t.read("client_header_ms", timeouts.client_header_ms);
     t.read("client_idle_ms", timeouts.client_idle_ms);
@@ -390,6 +471,43 @@ RawOverride readOverride(TableReader& r) {
   return override_;
 }
 
+// [routes.rollout] (SPEC §11).
+void readRollout(TableReader& r, RawRollout& rollout) {
+  r.read("id", rollout.id);
+  r.read("variant", rollout.variant);
+  r.read("baseline", rollout.baseline);
+  r.read("start", rollout.start);
+  r.read("on_failure", rollout.on_failure);
+  for (auto& [table, origin] :
+       r.tables("stages", rollout.stages,
+                "an array of stages like [{ percent = 1, hold = \"10m\" }, ...]")) {
+    TableReader t(r.context(), *table, std::move(origin));
+    RawRolloutStage& stage = rollout.stages.value.emplace_back();
+    stage.origin = t.origin();
+    t.read("percent", stage.percent);
+    t.read("hold", stage.hold);
+    t.read("gate", stage.gate);
+    t.rejectUnknownKeys();
+  }
+  r.read("notify_url", rollout.notify_url);
+  readTable(r, "analysis", rollout.analysis, [](TableReader& t, RawRolloutAnalysis& analysis) {
+    t.read("interval", analysis.interval);
+    t.read("warmup", analysis.warmup);
+    t.read("confidence", analysis.confidence);
+    t.read("min_requests", analysis.min_requests);
+    readTable(t, "error_ratio", analysis.error_ratio, [](TableReader& e, RawErrorRatio& ratio) {
+      e.read("relative", ratio.relative);
+      e.read("absolute", ratio.absolute);
+    });
+    readTable(t, "latency", analysis.latency, [](TableReader& l, RawLatency& latency) {
+      l.read("quantile", latency.quantile);
+      l.read("relative", latency.relative);
+    });
+    t.read("shadow_mismatch", analysis.shadow_mismatch);
+    t.read("critical_error_ratio", analysis.critical_error_ratio);
+  });
+}
+
 RawRoute readRoute(TableReader& r) {
   RawRoute route;
   route.origin = r.origin();
@@ -417,6 +535,7 @@ RawRoute readRoute(TableReader& r) {
     t.read("ignore_headers", shadow.ignore_headers);
   });
   readTables(r, "override", [&](TableReader& t) { route.overrides.push_back(readOverride(t)); });
+  readTable(r, "rollout", route.rollout, readRollout);
   return route;
 }
 

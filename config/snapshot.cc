@@ -97,6 +97,8 @@ class Compiler {
     assign(out.variant_header, server.variant_header);
     assign(out.access_log, server.access_log);
     assign(out.watch_config, server.watch_config);
+    // Relative to the config file's directory, as TLS files are.
+    if (server.state_dir.ok) out.state_dir = resolveFilePath(raw_.file, server.state_dir.value);
 
     const RawTimeouts& timeouts = server.timeouts.value;
     assign(out.timeouts.client_header_ms, timeouts.client_header_ms);
@@ -231,6 +233,37 @@ class Compiler {
     return out;
   }
 
+  static void compileRolloutAnalysis(const RawRolloutAnalysis& analysis, RolloutAnalysis& out) {
+    if (analysis.interval.ok) out.interval_ms = analysis.interval.value.ms;
+    if (analysis.warmup.ok) out.warmup_ms = analysis.warmup.value.ms;
+    assign(out.confidence, analysis.confidence);
+    assign(out.min_requests, analysis.min_requests);
+    assign(out.error_relative, analysis.error_ratio.value.relative);
+    assign(out.error_absolute, analysis.error_ratio.value.absolute);
+    assign(out.latency_quantile, analysis.latency.value.quantile);
+    assign(out.latency_relative, analysis.latency.value.relative);
+    if (analysis.shadow_mismatch.ok) out.shadow_mismatch = analysis.shadow_mismatch.value;
+    assign(out.critical_error_ratio, analysis.critical_error_ratio);
+  }
+
+  static void compileRollout(const RawRollout& rollout, Rollout& out) {
+    assign(out.id, rollout.id);
+    out.variant = variantOf(rollout.variant).value_or(Variant::Canary);
+    out.baseline = variantOf(rollout.baseline).value_or(Variant::Blue);
+    if (rollout.start.ok) out.start_unix_ms = rollout.start.value.unix_ms;
+    if (rollout.on_failure.ok && rollout.on_failure.value == "pause") {
+      out.on_failure = RolloutFailure::Pause;
+    }
+    for (const RawRolloutStage& stage : rollout.stages.value) {
+      RolloutStage& compiled = out.stages.emplace_back();
+      assign(compiled.percent, stage.percent);
+      if (stage.hold.ok) compiled.hold_ms = stage.hold.value.ms;
+      compiled.manual_gate = stage.gate.ok && stage.gate.value == "manual";
+    }
+    assign(out.notify_url, rollout.notify_url);
+    compileRolloutAnalysis(rollout.analysis.value, out.analysis);
+  }
+
   void compileRoute(const RawRoute& route, const std::map<std::string, Pool>& pools, Route& out) {
     assign(out.name, route.name);
     if (route.match.ok) compileMatch(route.match.value, out);
@@ -265,6 +298,7 @@ class Compiler {
     for (const RawOverride& override_ : route.overrides) {
       out.overrides.push_back(compileOverride(override_));
     }
+    if (route.rollout.ok) compileRollout(route.rollout.value, out.rollout.emplace());
   }
 
   const RawConfig& raw_;

@@ -152,10 +152,10 @@ struct RolloutAnalysis {
   uint64_t warmup_ms = 60000;
   double confidence = 0.99;  // (0.5, 1)
   uint64_t min_requests = 500;
-  double error_relative = 1.5;    // error_ratio.relative (>= 1)
-  double error_absolute = 0.002;  // error_ratio.absolute (0..1)
-  double latency_quantile = 0.95;  // latency.quantile (0, 1)
-  double latency_relative = 1.5;   // latency.relative (>= 1)
+  double error_relative = 1.5;            // error_ratio.relative (>= 1)
+  double error_absolute = 0.002;          // error_ratio.absolute (0..1)
+  double latency_quantile = 0.95;         // latency.quantile (0, 1)
+  double latency_relative = 1.5;          // latency.relative (>= 1)
   std::optional<double> shadow_mismatch;  // tolerated mismatch share (0..1); absent = no check
   double critical_error_ratio = 0.5;      // (0, 1]
 };

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -58,6 +59,13 @@ std::string unreadableReason(const std::string& path) {
   return directory ? "is a directory" : "";
 }
 
+// Numbers in messages as written in a config: 25, 0.5, not 25.000000.
+std::string formatNumber(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
 constexpr const char* kWeightedChoices = "must be \"blue\", \"green\" or \"canary\"";
 
 std::optional<Variant> parseWeightedVariant(std::string_view name) {
@@ -79,8 +87,10 @@ class Validator {
       checkPool(pool);
     }
     std::map<std::string, const Origin*> route_names;
+    const RawRoute* first_rollout = nullptr;
     for (const RawRoute& route : raw_.routes) {
       checkRoute(route);
+      if (route.rollout.ok && first_rollout == nullptr) first_rollout = &route;
       if (!route.name.ok || route.name.value.empty()) continue;
       auto [first, inserted] = route_names.emplace(route.name.value, &route.name.origin);
       if (!inserted) {
@@ -89,6 +99,7 @@ class Validator {
                                      std::to_string(first->second->line) + ")");
       }
     }
+    if (first_rollout != nullptr) checkStateDir(*first_rollout);
   }
 
  private:
@@ -302,6 +313,192 @@ class Validator {
     checkVariantName(route, override_.variant);
   }
 
+  // Rollout journals live under server.state_dir: one error, at the first rollout, when there
+  // is none.
+  void checkStateDir(const RawRoute& route) {
+    const Field<std::string>& state_dir = raw_.server.value.state_dir;
+    if (!state_dir.present) {
+      error(route.rollout.origin,
+            "server.state_dir is required when a route has a rollout (its journal is kept in "
+            "state_dir/rollouts/<route>/<id>.jsonl)");
+    } else if (state_dir.ok && state_dir.value.empty()) {
+      error(state_dir.origin,
+            "must not be empty when a route has a rollout (" + route.rollout.origin.key + ")");
+    }
+  }
+
+  // `field` (a number) must satisfy `in_range`; otherwise `message` at the value.
+  template <class InRange>
+  void checkRange(const Field<double>& field, InRange&& in_range, const char* message) {
+    if (field.ok && !(std::isfinite(field.value) && in_range(field.value))) {
+      error(field.origin, message);
+    }
+  }
+
+  // The rollout's variant: canary or green, with a pool; the configured weight does not matter
+  // (the rollout sets it).
+  std::optional<Variant> checkRolloutVariant(const RawRoute& route, const RawRollout& rollout) {
+    const Field<std::string>& field = rollout.variant;
+    if (field.present && !field.ok) return std::nullopt;
+    const std::string name = field.present ? field.value : "canary";
+    const std::optional<Variant> variant = parseVariant(name);
+    if (variant != Variant::Canary && variant != Variant::Green) {
+      error(field.origin,
+            "must be \"canary\" or \"green\" (the variant whose share the rollout raises)");
+      return std::nullopt;
+    }
+    if (!route.upstreams.value.pool[static_cast<size_t>(*variant)].present) {
+      error(field.origin,
+            std::string(field.present ? "needs" : "defaults to \"canary\", which needs") +
+                " a pool, but " + route.origin.key + ".upstreams." + name + " is not set");
+      return std::nullopt;
+    }
+    return variant;
+  }
+
+  // The baseline: blue, green or canary, with a pool and a weight > 0 (the comparison needs
+  // its traffic, and the variant's share is computed from the other weights), not the variant.
+  void checkRolloutBaseline(const RawRoute& route, const RawRollout& rollout,
+                            std::optional<Variant> variant) {
+    const Field<std::string>& field = rollout.baseline;
+    if (field.present && !field.ok) return;
+    const std::string name = field.present ? field.value : "blue";
+    const std::optional<Variant> baseline = parseWeightedVariant(name);
+    if (!baseline) {
+      error(field.origin, kWeightedChoices);
+      return;
+    }
+    if (baseline == variant) {
+      error(field.origin, std::string("must differ from the rollout's variant (\"") +
+                              variantName(*variant) + "\")");
+      return;
+    }
+    if (!route.upstreams.value.pool[static_cast<size_t>(*baseline)].present) {
+      error(field.origin,
+            std::string(field.present ? "needs" : "defaults to \"blue\", which needs") +
+                " a pool, but " + route.origin.key + ".upstreams." + name + " is not set");
+      return;
+    }
+    const Field<double>& weight = route.weights.value.weight[static_cast<size_t>(*baseline)];
+    // A weight that is itself wrong has been reported already.
+    if ((!weight.present || weight.ok) && !(weight.value > 0)) {
+      error(field.origin, std::string(field.present ? "the baseline" : "the default baseline") +
+                              " \"" + name + "\" has weight 0 in " + route.origin.key +
+                              ".weights; a rollout needs baseline traffic to compare with");
+    }
+  }
+
+  void checkRolloutStages(const RawRollout& rollout) {
+    checkRequired(rollout.stages);
+    if (rollout.stages.ok && rollout.stages.value.empty()) {
+      error(rollout.stages.origin, "must list at least one stage");
+    }
+    std::optional<double> previous;
+    for (const RawRolloutStage& stage : rollout.stages.value) {
+      checkRequired(stage.percent);
+      if (stage.percent.ok) {
+        const double percent = stage.percent.value;
+        if (!(std::isfinite(percent) && percent > 0 && percent <= 100)) {
+          error(stage.percent.origin, "must be > 0 and <= 100");
+        } else {
+          if (previous && percent <= *previous) {
+            error(stage.percent.origin, "stages must be strictly increasing in percent, but " +
+                                            formatNumber(percent) + " follows " +
+                                            formatNumber(*previous));
+          }
+          previous = percent;
+        }
+      }
+      if (stage.gate.ok && stage.gate.value != "manual") {
+        error(stage.gate.origin, "must be \"manual\" (leave it out for no gate)");
+      }
+    }
+  }
+
+  void checkRolloutAnalysis(const RawRoute& route, const RawRolloutAnalysis& analysis) {
+    if (analysis.interval.ok && analysis.interval.value.ms == 0) {
+      error(analysis.interval.origin, "must be > 0");
+    }
+    checkRange(
+        analysis.confidence, [](double v) { return v > 0.5 && v < 1; },
+        "must be > 0.5 and < 1 (e.g. 0.99)");
+    const RawErrorRatio& ratio = analysis.error_ratio.value;
+    checkRange(
+        ratio.relative, [](double v) { return v >= 1; },
+        "must be >= 1 (a multiple of the baseline's error ratio)");
+    checkRange(
+        ratio.absolute, [](double v) { return v >= 0 && v < 1; }, "must be >= 0 and < 1");
+    const RawLatency& latency = analysis.latency.value;
+    checkRange(
+        latency.quantile, [](double v) { return v > 0 && v < 1; },
+        "must be > 0 and < 1 (e.g. 0.95)");
+    checkRange(
+        latency.relative, [](double v) { return v >= 1; },
+        "must be >= 1 (a multiple of the share expected from the quantile)");
+    checkRange(
+        analysis.shadow_mismatch, [](double v) { return v >= 0 && v < 1; }, "must be >= 0 and < 1");
+    checkRange(
+        analysis.critical_error_ratio, [](double v) { return v > 0 && v <= 1; },
+        "must be > 0 and <= 1");
+    if (analysis.shadow_mismatch.ok) checkShadowComparisons(route, analysis.shadow_mismatch);
+  }
+
+  // shadow_mismatch judges the shadow comparisons (§5), so the route must make some.
+  void checkShadowComparisons(const RawRoute& route, const Field<double>& field) {
+    const std::string& key = route.origin.key;
+    if (!route.shadow.present) {
+      error(field.origin, "needs shadow comparisons, but " + key +
+                              ".shadow is not set (it needs [routes.shadow] with compare = true "
+                              "and a shadow pool)");
+      return;
+    }
+    // Without a shadow pool, [routes.shadow] itself is reported (checkShadow).
+    if (!route.shadow.ok ||
+        !route.upstreams.value.pool[static_cast<size_t>(Variant::Shadow)].present) {
+      return;
+    }
+    const RawShadow& shadow = route.shadow.value;
+    if (shadow.compare.ok && !shadow.compare.value) {
+      error(field.origin, "needs shadow comparisons, but " + key + ".shadow.compare is false");
+    } else if ((!shadow.percent.present || shadow.percent.ok) && !(shadow.percent.value > 0)) {
+      error(field.origin,
+            "needs shadow comparisons, but " + key + ".shadow.percent is 0 (nothing is mirrored)");
+    }
+  }
+
+  void checkRollout(const RawRoute& route) {
+    const RawRollout& rollout = route.rollout.value;
+    // The route name becomes a directory: state_dir/rollouts/<route>/.
+    if (route.name.ok && !route.name.value.empty()) {
+      const std::string why = fileNameError(route.name.value);
+      if (!why.empty()) {
+        error(route.name.origin,
+              "with a rollout, the route name names its journal directory "
+              "(state_dir/rollouts/<route>/), so it " +
+                  why);
+      }
+    }
+    checkRequired(rollout.id);
+    if (rollout.id.ok) {
+      const std::string why = fileNameError(rollout.id.value);
+      if (!why.empty()) {
+        error(rollout.id.origin,
+              "the id names the journal state_dir/rollouts/<route>/<id>.jsonl, so it " + why);
+      }
+    }
+    checkRolloutBaseline(route, rollout, checkRolloutVariant(route, rollout));
+    if (rollout.on_failure.ok && rollout.on_failure.value != "rollback" &&
+        rollout.on_failure.value != "pause") {
+      error(rollout.on_failure.origin, "must be \"rollback\" or \"pause\"");
+    }
+    checkRolloutStages(rollout);
+    if (rollout.notify_url.ok && !rollout.notify_url.value.empty()) {
+      std::string why;
+      if (!parseHttpUrl(rollout.notify_url.value, &why)) error(rollout.notify_url.origin, why);
+    }
+    if (rollout.analysis.ok) checkRolloutAnalysis(route, rollout.analysis.value);
+  }
+
   void checkRoute(const RawRoute& route) {
     checkRequired(route.name);
     if (route.name.ok && route.name.value.empty()) error(route.name.origin, "must not be empty");
@@ -331,6 +528,7 @@ class Validator {
     checkWeights(route);
     checkShadow(route);
     for (const RawOverride& override_ : route.overrides) checkOverride(route, override_);
+    if (route.rollout.ok) checkRollout(route);
   }
 
   const RawConfig& raw_;
@@ -456,6 +654,235 @@ bool isToken(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
     return isAlnum(c) || kSymbols.find(c) != std::string_view::npos;
   });
+}
+
+std::optional<uint64_t> parseDuration(std::string_view text, std::string* error) {
+  const auto fail = [&](std::string why) {
+    *error = std::move(why);
+    return std::nullopt;
+  };
+  const std::string malformed =
+      "expected a duration like \"30s\", \"10m\", \"500ms\" or \"2h\", got " + quoted(text);
+  size_t digits_end = 0;
+  while (digits_end < text.size() && (isDigit(text[digits_end]) || text[digits_end] == '.')) {
+    ++digits_end;
+  }
+  const std::string_view number = text.substr(0, digits_end);
+  const std::string_view unit = text.substr(digits_end);
+  const size_t dot = number.find('.');
+  const std::string_view whole = number.substr(0, dot);
+  const std::string_view fraction =
+      dot == std::string_view::npos ? std::string_view() : number.substr(dot + 1);
+  // "1.", ".5" and "1.2.3" are not numbers.
+  if (whole.empty() || (dot != std::string_view::npos && fraction.empty()) ||
+      fraction.find('.') != std::string_view::npos) {
+    return fail(malformed);
+  }
+  uint64_t unit_ms = 0;
+  if (unit == "ms") {
+    unit_ms = 1;
+  } else if (unit == "s") {
+    unit_ms = 1000;
+  } else if (unit == "m") {
+    unit_ms = 60 * 1000;
+  } else if (unit == "h") {
+    unit_ms = 60 * 60 * 1000;
+  } else {
+    return fail(malformed);
+  }
+  // Exact integer arithmetic: whole x unit + fraction x unit / 10^digits. A fraction longer
+  // than 9 digits cannot be a whole number of milliseconds unless its tail is zeros.
+  const std::string_view significant = fraction.substr(0, fraction.find_last_not_of('0') + 1);
+  if (significant.size() > 9) return fail("must be a whole number of milliseconds");
+  uint64_t ms = 0;
+  for (char c : whole) {
+    if (__builtin_mul_overflow(ms, uint64_t{10}, &ms) ||
+        __builtin_add_overflow(ms, static_cast<uint64_t>(c - '0'), &ms)) {
+      return fail("duration is too long");
+    }
+  }
+  if (__builtin_mul_overflow(ms, unit_ms, &ms)) return fail("duration is too long");
+  uint64_t numerator = 0;
+  uint64_t denominator = 1;
+  for (char c : significant) {
+    numerator = numerator * 10 + static_cast<uint64_t>(c - '0');
+    denominator *= 10;
+  }
+  // numerator < 10^9 and unit_ms <= 3.6e6: the product fits in 64 bits.
+  if (numerator * unit_ms % denominator != 0) {
+    return fail("must be a whole number of milliseconds");
+  }
+  if (__builtin_add_overflow(ms, numerator * unit_ms / denominator, &ms)) {
+    return fail("duration is too long");
+  }
+  return ms;
+}
+
+namespace {
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+int64_t daysFromCivil(int64_t year, unsigned month, unsigned day) {
+  year -= month <= 2 ? 1 : 0;
+  const int64_t era = (year >= 0 ? year : year - 399) / 400;
+  const auto year_of_era = static_cast<unsigned>(year - era * 400);
+  const unsigned day_of_year = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+  const unsigned day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+  return era * 146097 + static_cast<int64_t>(day_of_era) - 719468;
+}
+
+unsigned daysInMonth(int64_t year, unsigned month) {
+  static constexpr std::array<unsigned, 12> kDays = {31, 28, 31, 30, 31, 30,
+                                                     31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : kDays[month - 1];
+}
+
+// Reads exactly `count` digits at `at` into `out`.
+bool readDigits(std::string_view text, size_t& at, size_t count, unsigned& out) {
+  if (at + count > text.size()) return false;
+  out = 0;
+  for (size_t i = 0; i < count; ++i) {
+    if (!isDigit(text[at + i])) return false;
+    out = out * 10 + static_cast<unsigned>(text[at + i] - '0');
+  }
+  at += count;
+  return true;
+}
+
+bool expectChar(std::string_view text, size_t& at, std::string_view choices) {
+  if (at >= text.size() || choices.find(text[at]) == std::string_view::npos) return false;
+  ++at;
+  return true;
+}
+
+}  // namespace
+
+std::optional<int64_t> parseRfc3339(std::string_view text, std::string* error) {
+  const auto fail = [&](const std::string& why) {
+    *error = why;
+    return std::nullopt;
+  };
+  const std::string malformed =
+      quoted(text) + " is not like \"2025-03-01T09:00:00Z\" or \"2025-03-01T10:00:00+01:00\"";
+  size_t at = 0;
+  unsigned year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (!readDigits(text, at, 4, year) || !expectChar(text, at, "-") ||
+      !readDigits(text, at, 2, month) || !expectChar(text, at, "-") ||
+      !readDigits(text, at, 2, day) || !expectChar(text, at, "Tt ") ||
+      !readDigits(text, at, 2, hour) || !expectChar(text, at, ":") ||
+      !readDigits(text, at, 2, minute) || !expectChar(text, at, ":") ||
+      !readDigits(text, at, 2, second)) {
+    return fail(malformed);
+  }
+  int64_t fraction_ms = 0;
+  if (at < text.size() && text[at] == '.') {
+    ++at;
+    const size_t start = at;
+    int64_t scale = 100;
+    while (at < text.size() && isDigit(text[at])) {
+      fraction_ms += (text[at] - '0') * scale;
+      scale /= 10;
+      ++at;
+    }
+    if (at == start) return fail(malformed);
+  }
+  int64_t offset_minutes = 0;
+  if (at == text.size()) {
+    return fail(quoted(text) +
+                " has no UTC offset, so its moment would depend on the host's time zone: add "
+                "\"Z\" or an offset such as \"+01:00\"");
+  }
+  if (text[at] == 'Z' || text[at] == 'z') {
+    ++at;
+  } else if (text[at] == '+' || text[at] == '-') {
+    const bool negative = text[at] == '-';
+    ++at;
+    unsigned offset_hours = 0, offset_mins = 0;
+    if (!readDigits(text, at, 2, offset_hours) || !expectChar(text, at, ":") ||
+        !readDigits(text, at, 2, offset_mins) || offset_hours > 23 || offset_mins > 59) {
+      return fail(malformed);
+    }
+    offset_minutes = (negative ? -1 : 1) * static_cast<int64_t>(offset_hours * 60 + offset_mins);
+  } else {
+    return fail(malformed);
+  }
+  if (at != text.size()) return fail(malformed);
+  // Seconds may be 60 (a leap second, RFC 3339 §5.6); it counts as the next minute's first.
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 ||
+      minute > 59 || second > 60) {
+    return fail(quoted(text) + " is not a valid date and time");
+  }
+  const int64_t seconds = daysFromCivil(year, month, day) * 86400 + int64_t{hour} * 3600 +
+                          int64_t{minute} * 60 + second - offset_minutes * 60;
+  return seconds * 1000 + fraction_ms;
+}
+
+std::string fileNameError(std::string_view name) {
+  if (name.empty()) return "must not be empty";
+  if (name.size() > 128) return "must be at most 128 characters long";
+  if (!std::all_of(name.begin(), name.end(),
+                   [](char c) { return isAlnum(c) || c == '.' || c == '_' || c == '-'; })) {
+    return "may only contain letters, digits, \".\", \"_\" and \"-\"";
+  }
+  if (name.front() == '.') return "must not start with \".\"";
+  return "";
+}
+
+std::optional<HttpUrl> parseHttpUrl(std::string_view text, std::string* error) {
+  const auto fail = [&](const std::string& why) {
+    *error = why;
+    return std::nullopt;
+  };
+  const auto hasScheme = [&](std::string_view scheme) {
+    if (text.size() < scheme.size()) return false;
+    for (size_t i = 0; i < scheme.size(); ++i) {
+      const char c = text[i];
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != scheme[i]) {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (hasScheme("https://")) {
+    return fail(
+        "https is not supported: notifications are sent over plain http:// (use a "
+        "local relay for TLS)");
+  }
+  if (!hasScheme("http://")) return fail("must be \"http://host[:port]/path\"");
+  if (std::any_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    return fail("must not contain spaces or control characters");
+  }
+  const std::string_view rest = text.substr(7);
+  const size_t authority_end = rest.find_first_of("/?#");
+  const std::string_view authority = rest.substr(0, authority_end);
+  const std::string_view target =
+      authority_end == std::string_view::npos ? std::string_view() : rest.substr(authority_end);
+  if (authority.empty()) return fail("missing host in " + quoted(text));
+  if (authority.find('@') != std::string_view::npos) {
+    return fail("user information (\"user@\") is not supported in " + quoted(text));
+  }
+  if (target.find('#') != std::string_view::npos) {
+    return fail("must not have a fragment (\"#...\")");
+  }
+  // A port is optional: "host" and "[v6]" mean port 80.
+  std::string host_port(authority);
+  const size_t close = host_port.rfind(']');
+  const size_t colon = host_port.rfind(':');
+  const bool has_port = host_port.front() == '[' ? close != std::string::npos &&
+                                                       colon != std::string::npos && colon > close
+                                                 : colon != std::string::npos;
+  if (!has_port) host_port += ":80";
+  std::string why;
+  std::optional<HostPort> address = parseHostPort(host_port, &why);
+  if (!address) return fail(why);
+  address->text = authority;
+  HttpUrl out;
+  out.address = std::move(*address);
+  out.target = target.empty()          ? "/"
+               : target.front() == '?' ? "/" + std::string(target)
+                                       : std::string(target);
+  return out;
 }
 
 RE2::Options regexOptions() {

@@ -3,7 +3,7 @@
 //
 //   1. loader.cc    TOML text -> RawConfig: keys and value types checked, every value kept with
 //                   its origin (line, column, key path) so later stages can point at it.
-//   2. validate.cc  RawConfig -> ConfigErrors: every semantic rule of SPEC §3.
+//   2. validate.cc  RawConfig -> ConfigErrors: every semantic rule of SPEC §3 and §11.
 //   3. snapshot.cc  RawConfig -> Snapshot: addresses resolved, RE2 compiled, pools linked.
 //
 // The raw types live here rather than in loader.h because loader.h is the public interface and
@@ -47,6 +47,18 @@ struct Field {
 
 using StringList = std::vector<Field<std::string>>;
 
+// A duration as written ("30s", "10m", "500ms", "2h"), already parsed by the loader
+// (parseDuration).
+struct RawDuration {
+  uint64_t ms = 0;
+};
+
+// [routes.rollout] start, already parsed by the loader: "on_load" (no time) or an RFC 3339 time
+// with an offset, written as a string or as a TOML offset date-time.
+struct RawStart {
+  std::optional<int64_t> unix_ms;
+};
+
 struct RawTimeouts {
   Field<uint32_t> client_header_ms, client_idle_ms, upstream_connect_ms, upstream_response_ms,
       drain_timeout_ms;
@@ -62,6 +74,7 @@ struct RawServer {
   Field<uint32_t> workers;
   Field<std::string> admin, admin_token, variant_header, access_log;
   Field<bool> watch_config;
+  Field<std::string> state_dir;
   Field<RawTimeouts> timeouts;
   Field<RawLimits> limits;
 };
@@ -122,6 +135,40 @@ struct RawOverride {
   Field<std::string> regex, variant;
 };
 
+// One element of [routes.rollout] stages.
+struct RawRolloutStage {
+  Origin origin;
+  Field<double> percent;
+  Field<RawDuration> hold;
+  Field<std::string> gate;
+};
+
+struct RawErrorRatio {
+  Field<double> relative, absolute;
+};
+
+struct RawLatency {
+  Field<double> quantile, relative;
+};
+
+struct RawRolloutAnalysis {
+  Field<RawDuration> interval, warmup;
+  Field<double> confidence;
+  Field<uint64_t> min_requests;
+  Field<RawErrorRatio> error_ratio;
+  Field<RawLatency> latency;
+  Field<double> shadow_mismatch, critical_error_ratio;
+};
+
+struct RawRollout {
+  Field<std::string> id, variant, baseline;
+  Field<RawStart> start;
+  Field<std::string> on_failure;
+  Field<std::vector<RawRolloutStage>> stages;  // ok: an array whose elements are all tables
+  Field<std::string> notify_url;
+  Field<RawRolloutAnalysis> analysis;
+};
+
 struct RawRoute {
   Origin origin;
   Field<std::string> name;
@@ -132,6 +179,7 @@ struct RawRoute {
   Field<RawWeights> weights;
   Field<RawShadow> shadow;
   std::vector<RawOverride> overrides;
+  Field<RawRollout> rollout;
 };
 
 struct RawConfig {
@@ -154,7 +202,7 @@ std::optional<RawConfig> parseRaw(std::string_view toml_text, const std::string&
 
 // ---- Stage 2 (validate.cc) ----------------------------------------------------------------------
 
-// Appends one error per semantic rule broken (SPEC §3), in file order where possible. Does not
+// Appends one error per semantic rule broken (SPEC §3, §11), in file order where possible. Does not
 // resolve host names (compileSnapshot() does, once).
 void validate(const RawConfig& raw, std::vector<ConfigError>& errors);
 
@@ -176,6 +224,28 @@ std::optional<KeySource> parseKeySource(std::string_view text, std::string* erro
 
 // An RFC 9110 token (header names, cookie names).
 bool isToken(std::string_view text);
+
+// A duration: a non-negative number, decimals allowed, followed by "ms", "s", "m" or "h"
+// ("500ms", "30s", "1.5s", "10m", "2h"), in milliseconds. It must come to a whole number of
+// milliseconds. Returns nullopt with `*error` saying why.
+std::optional<uint64_t> parseDuration(std::string_view text, std::string* error);
+
+// An RFC 3339 time with an offset ("2025-03-01T09:00:00Z", "2025-03-01T10:00:00.250+01:00"; "t"
+// or a space may replace "T"), as unix milliseconds (fractions below a millisecond are dropped).
+// A time without an offset is rejected: it would depend on the host's time zone.
+std::optional<int64_t> parseRfc3339(std::string_view text, std::string* error);
+
+// A rollout id or the name of a route with a rollout: it becomes a file or directory name under
+// state_dir, so only [A-Za-z0-9._-], 1..128 characters, not starting with ".". Returns "" when
+// `name` is fine, else why not.
+std::string fileNameError(std::string_view name);
+
+// "http://host[:port][/path][?query]" ([routes.rollout] notify_url). https is not supported.
+struct HttpUrl {
+  HostPort address;    // port 80 when not written
+  std::string target;  // path and query as written; "/" when absent
+};
+std::optional<HttpUrl> parseHttpUrl(std::string_view text, std::string* error);
 
 // RE2 options shared by validation and compilation, so both accept exactly the same patterns.
 RE2::Options regexOptions();

@@ -3,8 +3,10 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <string_view>
 
@@ -13,6 +15,7 @@
 #include "proxy/admin/dashboard/dashboard.h"  // generated from dashboard/*.html|css|js
 #include "proxy/admin/prometheus.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/rollout/manager.h"
 #include "proxy/shadow/mirror.h"
 #include "proxy/upstream/health.h"
 
@@ -94,15 +97,7 @@ void AdminServer::handle(evhttp_request* req) {
       reply(req, 405, "text/plain; charset=utf-8", "use POST\n");
       return;
     }
-    const std::string token = backend_.snapshot()->server.admin_token;
-    if (!token.empty()) {
-      const char* auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-      if (auth == nullptr || std::string_view(auth) != "Bearer " + token) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
-        reply(req, 401, "text/plain; charset=utf-8", "missing or wrong admin token\n");
-        return;
-      }
-    }
+    if (!authorized(req)) return;
     std::string error;
     if (backend_.reload(error)) {
       reply(req, 200, "application/json",
@@ -112,11 +107,173 @@ void AdminServer::handle(evhttp_request* req) {
     }
     return;
   }
+  if (path == "/rollouts" || path.starts_with("/rollouts/")) {
+    handleRollouts(req, path, get);
+    return;
+  }
   if ((path == "/" || path == "/dashboard") && get) {
     reply(req, 200, "text/html; charset=utf-8", kDashboardHtml);
     return;
   }
   reply(req, 404, "text/plain; charset=utf-8", "not found\n");
+}
+
+bool AdminServer::authorized(evhttp_request* req) {
+  const std::string token = backend_.snapshot()->server.admin_token;
+  if (token.empty()) return true;
+  const char* auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+  if (auth != nullptr && std::string_view(auth) == "Bearer " + token) return true;
+  evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+  reply(req, 401, "text/plain; charset=utf-8", "missing or wrong admin token\n");
+  return false;
+}
+
+namespace {
+
+nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry) {
+  const RolloutEngine& e = *entry.engine;
+  const config::Rollout& s = e.settings();
+  nlohmann::ordered_json j;
+  j["route"] = e.route();
+  j["id"] = s.id;
+  j["variant"] = config::variantName(s.variant);
+  j["baseline"] = config::variantName(s.baseline);
+  j["state"] = kRolloutStateNames[static_cast<size_t>(e.state())];
+  j["stage"] = e.stage();
+  j["percent"] = e.percent();
+  j["on_failure"] = s.on_failure == config::RolloutFailure::Rollback ? "rollback" : "pause";
+  nlohmann::ordered_json stages = nlohmann::ordered_json::array();
+  for (const config::RolloutStage& st : s.stages) {
+    stages.push_back({{"percent", st.percent}, {"hold_ms", st.hold_ms}, {"gate", st.manual_gate}});
+  }
+  j["stages"] = stages;
+  j["since"] =
+      e.history().empty() ? nullptr : nlohmann::ordered_json(formatTime(e.history().back().at_ms));
+  const int64_t next = e.nextTransitionMs();
+  j["next_transition"] = next > 0 ? nlohmann::ordered_json(formatTime(next)) : nullptr;
+  j["waiting_for"] = e.waitingFor();
+  j["needed"] = s.analysis.min_requests;
+  j["seen"] = e.stageJudged();
+  j["intervals"] = e.intervals();
+  j["interval_ms"] = s.analysis.interval_ms;
+  j["warmup_ms"] = s.analysis.warmup_ms;
+  j["confidence"] = s.analysis.confidence;
+  nlohmann::ordered_json checks = nlohmann::ordered_json::array();
+  for (const CheckResult& c : e.checks()) checks.push_back(checkJson(c));
+  j["checks"] = checks;
+  j["verdict"] = e.verdict();
+  nlohmann::ordered_json history = nlohmann::ordered_json::array();
+  for (const RolloutRecord& r : e.history()) history.push_back(recordJson(r, false));
+  j["history"] = history;
+  return j;
+}
+
+}  // namespace
+
+void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, bool get) {
+  RolloutManager* rollouts = backend_.rollouts();
+  std::string_view rest = path.substr(std::string_view("/rollouts").size());
+  if (rest.empty() || rest == "/") {
+    if (!get) {
+      reply(req, 405, "text/plain; charset=utf-8", "use GET\n");
+      return;
+    }
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    if (rollouts != nullptr) {
+      for (const RolloutManager::Entry* e : rollouts->ordered()) list.push_back(rolloutJson(*e));
+    }
+    reply(req, 200, "application/json", list.dump(2) + "\n");
+    return;
+  }
+  rest.remove_prefix(1);
+  const size_t slash = rest.find('/');
+  const std::string route(rest.substr(0, slash));
+  const std::string_view action = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
+  const auto find = [&]() -> const RolloutManager::Entry* {
+    if (rollouts == nullptr) return nullptr;
+    auto it = rollouts->entries().find(route);
+    return it == rollouts->entries().end() ? nullptr : &it->second;
+  };
+  if (action.empty()) {
+    if (!get) {
+      reply(req, 405, "text/plain; charset=utf-8", "use GET\n");
+      return;
+    }
+    const RolloutManager::Entry* entry = find();
+    if (entry == nullptr) {
+      reply(req, 404, "text/plain; charset=utf-8", "no rollout on route " + route + "\n");
+      return;
+    }
+    reply(req, 200, "application/json", rolloutJson(*entry).dump(2) + "\n");
+    return;
+  }
+  static constexpr std::array<std::pair<std::string_view, RolloutCommand>, 5> kActions = {{
+      {"pause", RolloutCommand::Pause},
+      {"resume", RolloutCommand::Resume},
+      {"promote", RolloutCommand::Promote},
+      {"abort", RolloutCommand::Abort},
+      {"retry", RolloutCommand::Retry},
+  }};
+  const auto* known = std::find_if(kActions.begin(), kActions.end(),
+                                   [&](const auto& a) { return a.first == action; });
+  if (known == kActions.end()) {
+    reply(req, 404, "text/plain; charset=utf-8", "not found\n");
+    return;
+  }
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+    reply(req, 405, "text/plain; charset=utf-8", "use POST\n");
+    return;
+  }
+  if (!authorized(req)) return;
+  bool to_last = false;
+  const char* uri = evhttp_request_get_uri(req);
+  if (const char* q = uri != nullptr ? std::strchr(uri, '?') : nullptr) {
+    evkeyvalq query;
+    if (evhttp_parse_query_str(q + 1, &query) == 0) {
+      const char* to = evhttp_find_header(&query, "to");
+      const bool valid = to == nullptr || (known->second == RolloutCommand::Promote &&
+                                           std::string_view(to) == "100");
+      to_last = to != nullptr && valid;
+      evhttp_clear_headers(&query);
+      if (!valid) {
+        reply(req, 400, "text/plain; charset=utf-8", "only promote takes ?to, and only to=100\n");
+        return;
+      }
+    }
+  }
+  std::string reason;
+  evbuffer* input = evhttp_request_get_input_buffer(req);
+  const size_t length = evbuffer_get_length(input);
+  if (length > 0) {
+    std::string body(length, '\0');
+    evbuffer_copyout(input, body.data(), length);
+    const nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || (j.contains("reason") && !j["reason"].is_string())) {
+      reply(req, 400, "text/plain; charset=utf-8", "the body must be {\"reason\": \"...\"}\n");
+      return;
+    }
+    reason = j.value("reason", "");
+  }
+  if (rollouts == nullptr || find() == nullptr) {
+    reply(req, 404, "text/plain; charset=utf-8", "no rollout on route " + route + "\n");
+    return;
+  }
+  std::string error;
+  switch (rollouts->call(route, known->second, to_last, reason, error)) {
+    case RolloutManager::CallResult::Ok:
+      reply(req, 200, "application/json", rolloutJson(*find()).dump(2) + "\n");
+      return;
+    case RolloutManager::CallResult::NotFound:
+      reply(req, 404, "text/plain; charset=utf-8", "no rollout on route " + route + "\n");
+      return;
+    case RolloutManager::CallResult::Conflict:
+      reply(req, 409, "application/json", nlohmann::json({{"error", error}}).dump() + "\n");
+      return;
+    case RolloutManager::CallResult::Failed:
+      reply(req, 500, "application/json", nlohmann::json({{"error", error}}).dump() + "\n");
+      return;
+  }
 }
 
 namespace {
@@ -143,6 +300,7 @@ std::string AdminServer::renderMetrics() const {
   sources.upstream_connections = backend_.upstreamConnections();
   sources.access_log_dropped_lines = backend_.accessLogDroppedLines();
   sources.health = &backend_.health();
+  sources.rollouts = backend_.rollouts();
   std::string out;
   renderPrometheus(out, sources);
   return out;

@@ -20,6 +20,7 @@ namespace sy::proxy {
 class DiffLog;
 class HealthRegistry;
 class MetricsRegistry;
+class RolloutManager;
 
 // What the admin endpoint reads from, and asks of, the process. Declared here so that admin/
 // never includes proxy/server/ (the Server implements it; STYLE.md "Layout"). A test can serve
@@ -54,6 +55,8 @@ class AdminBackend {
   virtual const DiffLog& shadowDiffs() const = 0;
   // Access-log lines dropped because the writer could not keep up, since start.
   virtual uint64_t accessLogDroppedLines() const = 0;
+  // The rollouts (GET/POST /rollouts...); null when the process has none to manage.
+  virtual RolloutManager* rollouts() = 0;
 };
 
 using EvHttpPtr = std::unique_ptr<evhttp, CDeleter<&evhttp_free>>;
@@ -78,6 +81,10 @@ class AdminServer {
   std::string renderMetrics() const;
   std::string renderStatus() const;
   std::string renderShadowDiffs() const;
+  // /rollouts, /rollouts/{route}, POST /rollouts/{route}/{action} (SPEC §11).
+  void handleRollouts(evhttp_request* req, std::string_view path, bool get);
+  // With admin_token set: whether the request carries it; answers 401 when not.
+  bool authorized(evhttp_request* req);
   void reply(evhttp_request* req, int status, const char* content_type, std::string_view body);
 
   AdminBackend& backend_;

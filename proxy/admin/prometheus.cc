@@ -7,6 +7,7 @@
 #include "config/snapshot.h"
 #include "proxy/http/termination.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/rollout/manager.h"
 #include "proxy/upstream/health.h"
 
 namespace sy::proxy {
@@ -57,6 +58,73 @@ bool anyNonZero(const RouteMetrics::Totals& t) {
 bool variantShown(const config::Route* route, const RouteMetrics::Totals& t, size_t v) {
   if (route != nullptr && route->pools[v] != nullptr) return true;
   return anyNonZero(t);
+}
+
+// SPEC §11's rollout metrics.
+void renderRollouts(std::string& out, const RolloutManager* rollouts) {
+  std::vector<const RolloutManager::Entry*> entries;
+  if (rollouts != nullptr) entries = rollouts->ordered();
+  auto labels = [&](const RolloutManager::Entry& e) {
+    out.append("route=\"");
+    appendLabel(out, e.engine->route());
+    out.append("\",rollout=\"");
+    appendLabel(out, e.engine->settings().id);
+    out.append("\"");
+  };
+  appendHeader(out, "switchyard_rollout_state", "gauge",
+               "1 for the rollout's current state, 0 for the others.");
+  for (const RolloutManager::Entry* e : entries) {
+    for (size_t st = 0; st < kRolloutStates; ++st) {
+      out.append("switchyard_rollout_state{");
+      labels(*e);
+      out.append(",state=\"").append(kRolloutStateNames[st]).append("\"} ");
+      out.append(static_cast<size_t>(e->engine->state()) == st ? "1\n" : "0\n");
+    }
+  }
+  appendHeader(out, "switchyard_rollout_stage", "gauge",
+               "The rollout's 1-based stage index, 0 before the first.");
+  for (const RolloutManager::Entry* e : entries) {
+    out.append("switchyard_rollout_stage{");
+    labels(*e);
+    out.append("} ").append(std::to_string(e->engine->stage())).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_percent", "gauge",
+               "The rolled-out variant's current share of the route's hashed traffic, percent.");
+  for (const RolloutManager::Entry* e : entries) {
+    out.append("switchyard_rollout_percent{");
+    labels(*e);
+    out.append("} ");
+    appendNumber(out, e->engine->percent());
+    out.append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_evidence", "gauge",
+               "Each check's test statistic divided by its threshold (>= 1 fails).");
+  for (const RolloutManager::Entry* e : entries) {
+    for (const CheckResult& c : e->engine->checks()) {
+      out.append("switchyard_rollout_evidence{");
+      labels(*e);
+      out.append(",check=\"").append(kCheckNames[static_cast<size_t>(c.kind)]).append("\"} ");
+      appendNumber(out, c.threshold > 0 ? c.evidence / c.threshold : 0.0);
+      out.append("\n");
+    }
+  }
+  appendHeader(out, "switchyard_rollout_events_total", "counter",
+               "Rollout events taken by this process, by event.");
+  for (const RolloutManager::Entry* e : entries) {
+    for (size_t ev = 0; ev < kRolloutEvents; ++ev) {
+      out.append("switchyard_rollout_events_total{");
+      labels(*e);
+      out.append(",event=\"").append(kRolloutEventNames[ev]).append("\"} ");
+      out.append(std::to_string(e->events[ev])).append("\n");
+    }
+  }
+  appendHeader(out, "switchyard_rollout_notify_failures_total", "counter",
+               "Rollout notifications that failed every attempt.");
+  for (const RolloutManager::Entry* e : entries) {
+    out.append("switchyard_rollout_notify_failures_total{");
+    labels(*e);
+    out.append("} ").append(std::to_string(e->notify_failures)).append("\n");
+  }
 }
 
 const config::Route* findRoute(const config::Snapshot* snap, const std::string& name) {
@@ -255,6 +323,8 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
   out.append("switchyard_access_log_dropped_lines_total ")
       .append(std::to_string(s.access_log_dropped_lines))
       .append("\n");
+
+  renderRollouts(out, s.rollouts);
 }
 
 }  // namespace sy::proxy

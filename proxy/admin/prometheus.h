@@ -15,6 +15,7 @@ namespace sy::proxy {
 
 class HealthRegistry;
 class MetricsRegistry;
+class RolloutManager;
 
 // What a scrape reads. Null pointers are allowed: their metrics are written with no series.
 struct MetricsSources {
@@ -27,6 +28,7 @@ struct MetricsSources {
   uint64_t upstream_connections = 0;
   uint64_t access_log_dropped_lines = 0;
   const HealthRegistry* health = nullptr;
+  const RolloutManager* rollouts = nullptr;
 };
 
 // Appends the exposition to `out`. Every metric gets its # HELP and # TYPE lines even when it

@@ -63,7 +63,7 @@ struct ArmCounts {
 struct IntervalEvidence {
   ArmCounts variant;
   ArmCounts baseline;
-  LatencyHistogram variant_latency{};   // time to the upstream's response head
+  LatencyHistogram variant_latency{};  // time to the upstream's response head
   LatencyHistogram baseline_latency{};
   uint64_t shadow_compared = 0;
   uint64_t shadow_mismatched = 0;
@@ -71,7 +71,7 @@ struct IntervalEvidence {
 
 enum class CheckKind : uint8_t { ErrorRatio, Latency, ShadowMismatch };
 inline constexpr std::array<const char*, 3> kCheckNames = {"error_ratio", "latency",
-                                                          "shadow_mismatch"};
+                                                           "shadow_mismatch"};
 
 // One check's standing after the intervals seen so far.
 struct CheckResult {
@@ -84,7 +84,7 @@ struct CheckResult {
   uint64_t variant_events = 0;     // errors / slow requests / mismatches
   uint64_t baseline_requests = 0;  // error_ratio, latency (0 for shadow)
   uint64_t baseline_events = 0;
-  double tolerated = 0.0;  // the tolerated rate at the latest interval (a fraction)
+  double tolerated = 0.0;     // the tolerated rate at the latest interval (a fraction)
   uint64_t threshold_us = 0;  // latency: the baseline's quantile at the latest interval
   // e.g. "canary 5xx 2.4% vs blue 0.5% over 3,120 requests: evidence 1,412 >= 100"
   std::string summary;
@@ -106,6 +106,52 @@ class RolloutAnalyzer {
   // True once any check failed.
   bool failed() const;
   uint64_t intervals() const;
+
+ private:
+  // The mixture's grid of alternatives ("m times worse than tolerated"), analysis.cc.
+  static constexpr size_t kGrid = 10;
+  using LogRatios = std::array<double, kGrid>;  // log likelihood ratio per alternative
+  static constexpr size_t kLatencyRing = 64;    // baseline histograms kept for the quantile
+
+  // One check's accumulated state. Once failed, a check is frozen: its evidence and figures
+  // stay those of the interval that failed it (the verdict's explanation).
+  struct CheckState {
+    LogRatios llr{};           // error_ratio: the ratio test
+    LogRatios absolute_llr{};  // error_ratio only: the absolute test
+    bool failed = false;
+    uint64_t variant_requests = 0;
+    uint64_t variant_events = 0;
+    uint64_t baseline_requests = 0;
+    uint64_t baseline_events = 0;
+    double tolerated = 0.0;
+    uint64_t threshold_us = 0;
+  };
+
+  void addErrors(const IntervalEvidence& interval);
+  void addLatency(const IntervalEvidence& interval);
+  void addShadow(const IntervalEvidence& interval);
+  double baselineUpperBound();  // U_b over all judged baseline requests so far (cached)
+  CheckResult errorResult() const;
+  CheckResult latencyResult() const;
+  CheckResult shadowResult() const;
+
+  config::RolloutAnalysis settings_;
+  config::Variant variant_;
+  config::Variant baseline_;
+  double alpha_e_ = 0.01;  // alpha split among the statistical checks that are on
+  uint64_t intervals_ = 0;
+  bool failed_ = false;
+  CheckState error_;
+  CheckState latency_;
+  CheckState shadow_;
+  // U_b cache: the bound for (errors, requests) as last computed.
+  uint64_t bound_errors_ = 0;
+  uint64_t bound_requests_ = 0;
+  double bound_ = 1.0;
+  // The newest baseline latency histograms (intervals with baseline requests), oldest first
+  // from ring_next_ once the ring is full.
+  std::vector<LatencyHistogram> ring_;
+  size_t ring_next_ = 0;
 };
 
 // SPEC §11 critical_error_ratio: >= 20 judged variant requests and errors/requests >= ratio.

@@ -62,16 +62,22 @@ int Server::run() {
     fprintf(stderr, "%s", config::formatErrors(loaded.errors).c_str());
     return 1;
   }
-  loaded.snapshot->generation = ++generation_;
-  snapshot_ = std::move(loaded.snapshot);
-  loaded_at_ = time(nullptr);
 
-  uint32_t workers = options_.workers_set ? options_.workers : snapshot_->server.workers;
+  uint32_t workers = options_.workers_set ? options_.workers : loaded.snapshot->server.workers;
   if (workers == 0) workers = usableCpus();
   metrics_ = std::make_unique<MetricsRegistry>(workers);
   health_ = std::make_unique<HealthRegistry>(workers);
 
   base_.reset(event_base_new());
+  rollouts_ = std::make_unique<RolloutManager>(base_.get(), *metrics_, [this] { publishShares(); });
+  {
+    std::string error;
+    if (!rollouts_->reconcile(*loaded.snapshot, error)) {
+      SY_LOG(Error, "%s", error.c_str());
+      return 1;
+    }
+  }
+  adopt(std::move(loaded.snapshot));
   if (snapshot_->server.admin) {
     std::string error;
     admin_ = AdminServer::create(*this, base_.get(), *snapshot_->server.admin, error);
@@ -145,15 +151,14 @@ bool Server::reload(std::string& error) {
     return false;
   }
   std::vector<std::vector<ListenSocket>> sockets;
-  if (!openListeners(*loaded.snapshot, snapshot_.get(), sockets, error)) {
+  if (!openListeners(*loaded.snapshot, snapshot_.get(), sockets, error) ||
+      !rollouts_->reconcile(*loaded.snapshot, error)) {
     ++reloads_failed_;
     SY_LOG(Error, "reload failed, keeping generation %lu: %s",
            static_cast<unsigned long>(generation_), error.c_str());
     return false;
   }
-  loaded.snapshot->generation = ++generation_;
-  snapshot_ = std::move(loaded.snapshot);
-  loaded_at_ = time(nullptr);
+  adopt(std::move(loaded.snapshot));
   ++reloads_ok_;
   shared_.access_log.setTarget(snapshot_->server.access_log);
   const Publication next = publication();
@@ -182,6 +187,29 @@ bool Server::openListeners(const config::Snapshot& next, const config::Snapshot*
     }
   }
   return true;
+}
+
+void Server::adopt(std::shared_ptr<config::Snapshot> loaded) {
+  loaded->generation = ++generation_;
+  loaded_ = loaded;
+  loaded_at_ = time(nullptr);
+  if (rollouts_->empty()) {
+    snapshot_ = std::move(loaded);
+    return;
+  }
+  std::shared_ptr<config::Snapshot> derived = config::cloneSnapshot(*loaded_);
+  rollouts_->applyShares(*derived);
+  snapshot_ = std::move(derived);
+}
+
+void Server::publishShares() {
+  std::shared_ptr<config::Snapshot> derived = config::cloneSnapshot(*loaded_);
+  rollouts_->applyShares(*derived);
+  derived->generation = ++generation_;
+  snapshot_ = std::move(derived);
+  const Publication next = publication();
+  for (auto& w : workers_) w->publish(next, {});
+  SY_LOG(Info, "rollout shares published: generation %lu", static_cast<unsigned long>(generation_));
 }
 
 Publication Server::publication() {

@@ -15,6 +15,7 @@
 #include "proxy/net/libevent_ptr.h"
 #include "proxy/net/listener.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/rollout/manager.h"
 #include "proxy/server/config_watch.h"
 #include "proxy/server/worker.h"
 
@@ -57,6 +58,7 @@ class Server : public AdminBackend {
   uint64_t upstreamConnections() const override { return shared_.connections.upstream.load(); }
   const DiffLog& shadowDiffs() const override { return shared_.diffs; }
   uint64_t accessLogDroppedLines() const override { return shared_.access_log.droppedLines(); }
+  RolloutManager* rollouts() override { return rollouts_.get(); }
   bool draining() const override { return stopping_; }
 
   SharedState& shared() { return shared_; }
@@ -70,6 +72,11 @@ class Server : public AdminBackend {
   void stopAccepting();
   // The Publication of the current snapshot (state objects made on this thread).
   Publication publication();
+  // Makes `loaded` (a file just loaded) current under a new generation: as it is, or, with
+  // rollouts, a copy with each rollout's share in its weights.
+  void adopt(std::shared_ptr<config::Snapshot> loaded);
+  // A rollout's share changed: publishes a new generation of the same file with new weights.
+  void publishShares();
   // Starts or stops the file watcher to match server.watch_config of the current snapshot.
   void updateWatcher();
   // The watcher saw a change: reload if the content differs from what was last read.
@@ -84,7 +91,8 @@ class Server : public AdminBackend {
   EventBasePtr base_;
   std::vector<EventPtr> signal_events_;
   EventPtr drain_check_;  // while draining: polls whether every worker has finished
-  config::SnapshotConstSharedPtr snapshot_;
+  config::SnapshotConstSharedPtr loaded_;    // the config file as loaded
+  config::SnapshotConstSharedPtr snapshot_;  // what the workers use: loaded_ + rollout shares
   uint64_t generation_ = 0;
   time_t loaded_at_ = 0;
   uint64_t reloads_ok_ = 0;
@@ -92,6 +100,7 @@ class Server : public AdminBackend {
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<HealthRegistry> health_;
   std::unique_ptr<HealthChecker> checker_;
+  std::unique_ptr<RolloutManager> rollouts_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<ConfigWatcher> watcher_;
   std::string last_content_;  // the config file as last read by a load or reload

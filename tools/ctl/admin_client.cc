@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -124,7 +125,15 @@ HttpResponse httpCall(const HttpRequest& request) {
   }
   evhttp_add_header(headers, "Connection", "close");
   const bool post = request.method == "POST";
-  if (post) evhttp_add_header(headers, "Content-Length", "0");
+  if (post) {
+    evhttp_add_header(headers, "Content-Length", std::to_string(request.body.size()).c_str());
+  }
+  if (!request.body.empty() && evbuffer_add(evhttp_request_get_output_buffer(req),
+                                            request.body.data(), request.body.size()) != 0) {
+    evhttp_request_free(req);  // not yet handed to libevent
+    fail.error = "out of memory";
+    return fail;
+  }
 
   errno = 0;
   // From here libevent owns `req` and frees it after doneCb returns (also on failure).

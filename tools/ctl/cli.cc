@@ -11,6 +11,7 @@
 #include "tools/ctl/error.h"
 #include "tools/ctl/explain.h"
 #include "tools/ctl/format.h"
+#include "tools/ctl/rollout.h"
 #include "tools/ctl/simulate.h"
 #include "tools/ctl/status.h"
 
@@ -26,6 +27,12 @@ constexpr const char* kUsage =
     "                      [--seed S]\n"
     "       switchyard-ctl reload --admin HOST:PORT [--token T] [--timeout SECONDS]\n"
     "       switchyard-ctl status --admin HOST:PORT [--timeout SECONDS]\n"
+    "       switchyard-ctl rollout status --admin HOST:PORT [--route NAME] [--token T]\n"
+    "                      [--timeout SECONDS]\n"
+    "       switchyard-ctl rollout pause|resume|promote|abort|retry --admin HOST:PORT\n"
+    "                      --route NAME [--reason TEXT] [--to 100] [--token T]\n"
+    "                      [--timeout SECONDS]\n"
+    "       switchyard-ctl rollout preview FILE --route NAME [--keys N] [--seed S]\n"
     "\n"
     "  check     validate FILE exactly as `switchyard --check` does\n"
     "  explain   the variant a request with KEY gets on a route, and why (the key goes into the\n"
@@ -35,6 +42,14 @@ constexpr const char* kUsage =
     "            --weights (unlisted variants are 0), also how many keys would move, and where\n"
     "  reload    POST /reload on the admin endpoint and print the answer\n"
     "  status    GET /status on the admin endpoint, as tables\n"
+    "  rollout status   GET /rollouts (or /rollouts/NAME): each rollout's state, stage and\n"
+    "            share, its checks' evidence against their thresholds, verdict and history\n"
+    "  rollout pause|resume|promote|abort|retry   POST /rollouts/NAME/ACTION (--reason is\n"
+    "            recorded in the rollout's history; promote --to 100 goes to the last stage)\n"
+    "            and print the rollout's new state\n"
+    "  rollout preview  per stage of the route's rollout in FILE: its weights, the share of\n"
+    "            N random keys (default 100000, seed 1) per variant, and how many keys move\n"
+    "            from which variant to which; and that a rollback returns every key\n"
     "\n"
     "exit status: 0 ok, 1 config error or failed call, 2 usage error\n";
 
@@ -112,6 +127,30 @@ std::optional<uint64_t> parseUnsigned(const std::string& s) {
   return static_cast<uint64_t>(v);
 }
 
+// --keys and --seed as simulate and rollout preview take them.
+std::optional<CtlError> keysAndSeed(const std::string& command, const Parsed& p, uint64_t& keys,
+                                    uint64_t& seed) {
+  // 1e9 keys already take minutes; more is a typo, not a wish.
+  constexpr uint64_t kMaxKeys = 1000000000;
+  if (p.has("--keys")) {
+    const std::optional<uint64_t> n = parseUnsigned(p.one("--keys"));
+    if (!n || *n == 0 || *n > kMaxKeys) {
+      return usageError(command + ": --keys: expected 1.." + groupDigits(kMaxKeys) + ", got \"" +
+                        p.one("--keys") + "\"");
+    }
+    keys = *n;
+  }
+  if (p.has("--seed")) {
+    const std::optional<uint64_t> s = parseUnsigned(p.one("--seed"));
+    if (!s) {
+      return usageError(command + ": --seed: expected an unsigned 64-bit integer, got \"" +
+                        p.one("--seed") + "\"");
+    }
+    seed = *s;
+  }
+  return std::nullopt;
+}
+
 // Loads FILE as the proxy does; prints the errors and returns null when it is invalid.
 std::shared_ptr<config::Snapshot> load(const std::string& path, std::ostream& err) {
   config::LoadResult r = config::loadSnapshot(path);
@@ -135,6 +174,13 @@ const config::Route* findRoute(const config::Snapshot& s, const std::string& nam
     if (r.name == name) return &r;
   }
   return nullptr;
+}
+
+CtlError noSuchRoute(const config::Snapshot& s, const std::string& name, const std::string& file) {
+  std::string names;
+  for (const config::Route& r : s.routes) names += (names.empty() ? "" : ", ") + r.name;
+  return failure("no route named \"" + name + "\" in " + file +
+                 " (routes: " + (names.empty() ? "none" : names) + ")");
 }
 
 int cmdCheck(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -214,37 +260,12 @@ int cmdSimulate(const std::vector<std::string>& args, std::ostream& out, std::os
   if (!p.has("--route")) return report(usageError("simulate: --route NAME is required"), err);
 
   SimulateOptions o;
-  // 1e9 keys already take minutes; more is a typo, not a wish.
-  constexpr uint64_t kMaxKeys = 1000000000;
-  if (p.has("--keys")) {
-    const std::optional<uint64_t> n = parseUnsigned(p.one("--keys"));
-    if (!n || *n == 0 || *n > kMaxKeys) {
-      return report(usageError("simulate: --keys: expected 1.." + groupDigits(kMaxKeys) +
-                               ", got \"" + p.one("--keys") + "\""),
-                    err);
-    }
-    o.keys = *n;
-  }
-  if (p.has("--seed")) {
-    const std::optional<uint64_t> s = parseUnsigned(p.one("--seed"));
-    if (!s) {
-      return report(usageError("simulate: --seed: expected an unsigned 64-bit integer, got \"" +
-                               p.one("--seed") + "\""),
-                    err);
-    }
-    o.seed = *s;
-  }
+  if (auto e = keysAndSeed("simulate", p, o.keys, o.seed)) return report(*e, err);
 
   const std::shared_ptr<config::Snapshot> snap = load(p.positional[0], err);
   if (!snap) return kExitFailure;
   const config::Route* route = findRoute(*snap, p.one("--route"));
-  if (route == nullptr) {
-    std::string names;
-    for (const config::Route& r : snap->routes) names += (names.empty() ? "" : ", ") + r.name;
-    return report(failure("no route named \"" + p.one("--route") + "\" in " + p.positional[0] +
-                          " (routes: " + (names.empty() ? "none" : names) + ")"),
-                  err);
-  }
+  if (route == nullptr) return report(noSuchRoute(*snap, p.one("--route"), p.positional[0]), err);
   if (p.has("--weights")) {
     auto w = parseWeights(p.one("--weights"), *route);
     if (auto* e = std::get_if<CtlError>(&w)) return report(*e, err);
@@ -369,6 +390,162 @@ int cmdStatus(const std::vector<std::string>& args, std::ostream& out, std::ostr
   return kExitOk;
 }
 
+void addToken(const Parsed& p, HttpRequest& req) {
+  if (p.has("--token") && !p.one("--token").empty()) {
+    req.headers.emplace_back("Authorization", "Bearer " + p.one("--token"));
+  }
+}
+
+// A failed admin call: why, and the server's words.
+int adminFailure(const std::string& command, const Parsed& p, const HttpResponse& resp,
+                 const std::string& what, std::ostream& err) {
+  std::string line = command + ": " + what + " (HTTP " + std::to_string(resp.status) + ")";
+  if (resp.status == 401) {
+    line += p.has("--token") ? ": the admin token was refused"
+                             : ": the proxy needs an admin token (--token)";
+  }
+  err << "switchyard-ctl: " << line << '\n';
+  const std::string body =
+      resp.status == 409 ? rolloutErrorText(resp.body) : trimmedBody(resp.body);
+  if (!body.empty()) err << body << '\n';
+  return kExitFailure;
+}
+
+int cmdRolloutStatus(const std::string& command, const Parsed& p, std::ostream& out,
+                     std::ostream& err, const HttpTransport& http) {
+  auto target = adminTarget(command, p);
+  if (auto* e = std::get_if<CtlError>(&target)) return report(*e, err);
+  const AdminTarget& t = std::get<AdminTarget>(target);
+  if (p.has("--route") && p.one("--route").empty()) {
+    return report(usageError(command + ": --route needs a name"), err);
+  }
+  const std::string path = rolloutPath(p.has("--route") ? p.one("--route") : "");
+  HttpRequest req = requestTo(t, "GET", path.c_str());
+  addToken(p, req);
+  const HttpResponse resp = http(req);
+  if (resp.status == 0) {
+    return report(failure(command + ": no answer from the admin endpoint " + t.host_header + ": " +
+                          resp.error),
+                  err);
+  }
+  if (resp.status != 200) {
+    std::string what = "GET " + path + " failed";
+    if (resp.status == 404) {
+      what = p.has("--route") ? "no rollout on route \"" + p.one("--route") + "\""
+                              : "the proxy has no /rollouts (too old?)";
+    }
+    return adminFailure(command, p, resp, what, err);
+  }
+  auto text = formatRolloutStatus(resp.body);
+  if (auto* e = std::get_if<CtlError>(&text)) return report(*e, err);
+  out << std::get<std::string>(text);
+  return kExitOk;
+}
+
+int cmdRolloutAction(const std::string& command, const std::string& action, const Parsed& p,
+                     std::ostream& out, std::ostream& err, const HttpTransport& http) {
+  auto target = adminTarget(command, p);
+  if (auto* e = std::get_if<CtlError>(&target)) return report(*e, err);
+  const AdminTarget& t = std::get<AdminTarget>(target);
+  if (!p.has("--route") || p.one("--route").empty()) {
+    return report(usageError(command + ": --route NAME is required"), err);
+  }
+  if (p.has("--to")) {
+    if (action != "promote") {
+      return report(usageError(command + ": --to is only for promote (promote --to 100)"), err);
+    }
+    if (p.one("--to") != "100") {
+      return report(usageError(command + ": --to: only 100 (straight to the last stage), got \"" +
+                               p.one("--to") + "\""),
+                    err);
+    }
+  }
+  const std::string route = p.one("--route");
+  std::string path = rolloutPath(route, action);
+  if (p.has("--to")) path += "?to=100";
+  HttpRequest req = requestTo(t, "POST", path.c_str());
+  addToken(p, req);
+  if (p.has("--reason")) {
+    req.body = reasonBody(p.one("--reason"));
+    req.headers.emplace_back("Content-Type", "application/json");
+  }
+  const HttpResponse resp = http(req);
+  if (resp.status == 0) {
+    return report(failure(command + ": no answer from the admin endpoint " + t.host_header + ": " +
+                          resp.error),
+                  err);
+  }
+  if (resp.status != 200) {
+    std::string what = action + " failed";
+    if (resp.status == 404) what = "no rollout on route \"" + route + "\"";
+    if (resp.status == 409) what = action + " is not allowed now";
+    return adminFailure(command, p, resp, what, err);
+  }
+  auto text = formatRolloutAction(resp.body);
+  if (auto* e = std::get_if<CtlError>(&text)) return report(*e, err);
+  out << std::get<std::string>(text);
+  return kExitOk;
+}
+
+int cmdRolloutPreview(const std::string& command, const Parsed& p, std::ostream& out,
+                      std::ostream& err) {
+  if (auto e = oneFile(command, p)) return report(*e, err);
+  if (!p.has("--route") || p.one("--route").empty()) {
+    return report(usageError(command + ": --route NAME is required"), err);
+  }
+  PreviewOptions o;
+  if (auto e = keysAndSeed(command, p, o.keys, o.seed)) return report(*e, err);
+  const std::shared_ptr<config::Snapshot> snap = load(p.positional[0], err);
+  if (!snap) return kExitFailure;
+  const config::Route* route = findRoute(*snap, p.one("--route"));
+  if (route == nullptr) return report(noSuchRoute(*snap, p.one("--route"), p.positional[0]), err);
+  auto result = previewRollout(*route, o);
+  if (auto* e = std::get_if<CtlError>(&result)) return report(*e, err);
+  out << formatPreview(std::get<PreviewResult>(result));
+  return kExitOk;
+}
+
+// `rollout SUB ...`: args[0] is "rollout".
+int cmdRollout(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+               const HttpTransport& http) {
+  if (args.size() < 2) {
+    return report(usageError("rollout: expected status, pause, resume, promote, abort, retry or "
+                             "preview"),
+                  err);
+  }
+  const std::string& sub = args[1];
+  if (sub == "--help" || sub == "-h" || sub == "help") {
+    out << kUsage;
+    return kExitOk;
+  }
+  const std::string command = "rollout " + sub;
+  // parseOptions skips its first element, the sub-command here.
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  std::map<std::string, OptionSpec> spec;
+  if (sub == "status") {
+    spec = {{"--admin", {}}, {"--route", {}}, {"--token", {}}, {"--timeout", {}}};
+  } else if (isRolloutAction(sub)) {
+    spec = {{"--admin", {}}, {"--route", {}}, {"--reason", {}},
+            {"--to", {}},    {"--token", {}}, {"--timeout", {}}};
+  } else if (sub == "preview") {
+    spec = {{"--route", {}}, {"--keys", {}}, {"--seed", {}}};
+  } else {
+    return report(usageError("rollout: unknown sub-command \"" + sub +
+                             "\" (status, pause, resume, promote, abort, retry, preview)"),
+                  err);
+  }
+  auto parsed = parseOptions(command, rest, spec);
+  if (auto* e = std::get_if<CtlError>(&parsed)) return report(*e, err);
+  const Parsed& p = std::get<Parsed>(parsed);
+  if (p.help) {
+    out << kUsage;
+    return kExitOk;
+  }
+  if (sub == "status") return cmdRolloutStatus(command, p, out, err, http);
+  if (sub == "preview") return cmdRolloutPreview(command, p, out, err);
+  return cmdRolloutAction(command, sub, p, out, err, http);
+}
+
 }  // namespace
 
 bool parseAdminAddress(std::string_view text, std::string& host, uint16_t& port,
@@ -425,6 +602,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   if (command == "simulate") return cmdSimulate(args, out, err);
   if (command == "reload") return cmdReload(args, out, err, http);
   if (command == "status") return cmdStatus(args, out, err, http);
+  if (command == "rollout") return cmdRollout(args, out, err, http);
   err << "switchyard-ctl: unknown command \"" << command << "\"\n" << kUsage;
   return kExitUsage;
 }

@@ -1,7 +1,7 @@
 #pragma once
-// switchyard-ctl's command line (SPEC §8): parses argv, runs one command, returns the exit
-// code. Output goes to `out`, diagnostics to `err`; the admin endpoint is reached through an
-// injected transport, so every command but the HTTP call itself is testable in-process.
+// switchyard-ctl's command line (SPEC §8, and §11's `rollout`): parses argv, runs one command,
+// returns the exit code. Output goes to `out`, diagnostics to `err`; the admin endpoint is reached
+// through an injected transport, so every command but the HTTP call itself is testable in-process.
 //
 // Thread: main (one command per process).
 
@@ -19,6 +19,7 @@ struct HttpRequest {
   std::string method;  // "GET" or "POST"
   std::string path;
   std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // sent with Content-Length (POST); "" = none
   int timeout_seconds = 10;
 };
 

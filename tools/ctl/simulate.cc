@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <random>
 #include <vector>
 
 #include "proxy/routing/splitter.h"
@@ -54,9 +53,9 @@ SimulateResult simulate(const config::Route& route, const SimulateOptions& optio
   r.weights = route.weights;
   r.new_weights = options.new_weights;
 
-  std::mt19937_64 rng(options.seed);
+  SimulationKeys keys(options.seed);
   for (uint64_t k = 0; k < options.keys; ++k) {
-    const std::string key = simulationKey(rng());
+    const std::string key = keys.next();
     const auto before = static_cast<size_t>(proxy::pickWeighted(r.salt, r.weights, key));
     ++r.counts[before];
     if (r.new_weights) {

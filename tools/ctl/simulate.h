@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -48,6 +49,16 @@ std::string formatSimulate(const SimulateResult& result);
 // The k-th key simulate() draws is simulationKey(rng()) for the k-th output of
 // std::mt19937_64(seed): 16 lower-case hex digits.
 std::string simulationKey(uint64_t random);
+
+// The keys simulate() draws, in order: `rollout preview` walks the same keys for the same seed.
+class SimulationKeys {
+ public:
+  explicit SimulationKeys(uint64_t seed) : rng_(seed) {}
+  std::string next() { return simulationKey(rng_()); }
+
+ private:
+  std::mt19937_64 rng_;
+};
 
 // Parses "blue=90,canary=10"; variants not named get 0. Rejects unknown or repeated names,
 // "shadow" (it takes no weight), values that are not finite numbers >= 0, an all-zero set, and

@@ -443,6 +443,264 @@
     $("pools").tBodies[0].replaceChildren(...rows);
   }
 
+  // ---- rollouts (GET /rollouts, SPEC §11) ------------------------------------------------
+  // One card per rollout: state, stage timeline, current share, each check's evidence against
+  // its threshold, needed vs seen, the verdict and the history. Server strings only ever go
+  // into text nodes (el() appends them with createTextNode).
+
+  const ROLLOUT_STATES = ["pending", "running", "holding", "waiting_gate", "paused", "failed",
+                          "aborted", "complete"];
+  const HISTORY_SHOWN = 12;
+  // The evidence bar's log scale: ratio 10^LOG_MIN at the left edge, 10^LOG_MAX at the right;
+  // the threshold (ratio 1) sits at LOG_MIN / (LOG_MIN - LOG_MAX) of the width.
+  const LOG_MIN = -3;
+  const LOG_MAX = 1;
+
+  const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+
+  // Durations as a config writes them: "500ms", "30s", "10m", "1h30m".
+  function fmtDuration(ms) {
+    if (!isNum(ms) || ms < 0) return "\u2014";
+    if (ms === 0) return "0s";
+    if (ms % 1000 !== 0) return ms < 1000 ? ms + "ms" : (ms / 1000) + "s";
+    let s = ms / 1000;
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    s %= 60;
+    return (h ? h + "h" : "") + (m || (h && s) ? m + "m" : "") + (s ? s + "s" : "");
+  }
+
+  // A span of seconds for "in ..." / "... ago": "45 s", "12 min", "3 h".
+  function fmtSpan(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 90) return s + " s";
+    if (s < 5400) return Math.round(s / 60) + " min";
+    if (s < 129600) return (s / 3600).toFixed(1) + " h";
+    return Math.round(s / 86400) + " d";
+  }
+
+  // Three significant digits; grouped thousands above 1000: "0.008", "1.2", "150", "1,412".
+  function fmtNum(x) {
+    if (!isNum(x)) return "\u2014";
+    if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString("en-US");
+    if (x === 0) return "0";
+    return String(Number(x.toPrecision(3)));
+  }
+
+  function fmtPercent(p) {
+    if (!isNum(p)) return "\u2014";
+    return (Number.isInteger(p) ? String(p) : String(Number(p.toFixed(2)))) + "%";
+  }
+
+  function clock(iso) {
+    if (typeof iso !== "string" || !iso) return "\u2014";
+    const m = /T(\d\d:\d\d:\d\d)/.exec(iso);
+    return m ? m[1] : iso;
+  }
+
+  function untilText(iso) {
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return "";
+    const s = (t - Date.now()) / 1000;
+    return s <= 0.5 ? "due now" : "in " + fmtSpan(s);
+  }
+
+  // What the rollout waits for, in words (contract: waiting_for).
+  function waitingText(r) {
+    const next = typeof r.next_transition === "string" ? r.next_transition : null;
+    switch (r.waiting_for) {
+      case "hold": return next ? "hold ends " + untilText(next) : "hold";
+      case "start": return next ? "starts " + untilText(next) : "waiting for its start time";
+      case "requests": return "waiting for judged requests";
+      case "promote": return "waiting for promote";
+      case "resume": return "waiting for resume";
+      case "retry": return "waiting for retry";
+      default: return next ? "next " + untilText(next) : "";
+    }
+  }
+
+  function stageStatus(r, i) {
+    const cur = isNum(r.stage) ? r.stage : 0;
+    if (r.state === "complete") return i <= cur ? "done" : "todo";
+    if (i < cur) return "done";
+    if (i > cur) return "todo";
+    if (r.state === "failed" || r.state === "aborted") return "failed";
+    return "current";
+  }
+
+  function renderTimeline(r) {
+    const stages = Array.isArray(r.stages) ? r.stages : [];
+    const ol = el("ol", {class: "timeline", "data-route": r.route});
+    ol.append(el("li", {class: "stage start", "data-stage": 0,
+                        "data-status": (isNum(r.stage) && r.stage > 0) ? "done" : "current"},
+                 el("span", {class: "stage-percent"}, "0%"),
+                 el("span", {class: "stage-meta"}, "before")));
+    stages.forEach((s, k) => {
+      const i = k + 1;
+      const status = stageStatus(r, i);
+      let note = null;
+      if (status === "current") {
+        note = el("span", {class: "stage-next", "data-field": "next"}, waitingText(r));
+      } else if (status === "failed") {
+        note = el("span", {class: "stage-next bad", "data-field": "next"},
+                  r.state + (r.waiting_for ? " \u00b7 " + waitingText(r) : ""));
+      }
+      ol.append(el("li", {class: "stage", "data-stage": i, "data-status": status,
+                          title: "stage " + i + ": " + fmtPercent(s.percent) + " for " +
+                                 fmtDuration(s.hold_ms) + (s.gate ? ", then a manual gate" : "")},
+          el("span", {class: "stage-percent", "data-field": "percent",
+                      "data-value": isNum(s.percent) ? s.percent : null}, fmtPercent(s.percent)),
+          el("span", {class: "stage-meta"},
+             el("span", {"data-field": "hold", "data-value": isNum(s.hold_ms) ? s.hold_ms : null},
+                "hold " + fmtDuration(s.hold_ms)),
+             s.gate ? el("span", {class: "gate", "data-field": "gate"}, " \u00b7 gate") : null),
+          note));
+    });
+    return ol;
+  }
+
+  // evidence/threshold on a log scale from 10^LOG_MIN to 10^LOG_MAX; red at >= 1.
+  function evidenceBar(ratio) {
+    const known = isNum(ratio) && ratio >= 0;
+    const pos = known && ratio > 0
+        ? Math.min(1, Math.max(0, (Math.log10(ratio) - LOG_MIN) / (LOG_MAX - LOG_MIN))) : 0;
+    const mark = -LOG_MIN / (LOG_MAX - LOG_MIN);
+    const lvl = !known ? "" : ratio >= 1 ? "bad" : ratio >= 0.3 ? "warn" : "ok";
+    return el("div", {class: "evidence-bar", "data-ratio": known ? ratio : null,
+                      title: "evidence / threshold = " + (known ? fmtNum(ratio) : "?") +
+                             " (log scale 0.001 \u2026 10; fails at 1)"},
+        el("div", {class: "evidence-fill " + lvl, style: "width:" + (pos * 100).toFixed(2) + "%"}),
+        el("div", {class: "evidence-mark", style: "left:" + (mark * 100).toFixed(2) + "%"}));
+  }
+
+  function renderChecks(r) {
+    const checks = Array.isArray(r.checks) ? r.checks : [];
+    if (checks.length === 0) {
+      return el("p", {class: "empty", "data-field": "checks"}, "No check evaluated yet.");
+    }
+    const rows = checks.map((c) => {
+      const ratio = isNum(c.ratio) ? c.ratio
+          : isNum(c.evidence) && isNum(c.threshold) && c.threshold > 0
+              ? c.evidence / c.threshold : null;
+      return el("tr", {class: "check" + (c.failed ? " failed" : ""), "data-route": r.route,
+                       "data-check": c.name, "data-failed": c.failed ? "true" : "false"},
+          el("td", {class: "check-name"}, c.name),
+          el("td", {class: "check-bar"}, evidenceBar(ratio)),
+          el("td", {class: "num", "data-field": "evidence", "data-value": c.evidence},
+             fmtNum(c.evidence)),
+          el("td", {class: "num", "data-field": "threshold", "data-value": c.threshold},
+             fmtNum(c.threshold)),
+          el("td", {class: "num" + (ratio >= 1 ? " bad" : ""), "data-field": "ratio",
+                    "data-value": ratio}, fmtNum(ratio)),
+          el("td", {"data-field": "summary", class: c.failed ? "bad" : ""}, c.summary || ""));
+    });
+    return el("table", {class: "checks"},
+        el("thead", {}, el("tr", {},
+            el("th", {}, "check"), el("th", {}, "evidence / threshold (log)"),
+            el("th", {class: "num"}, "evidence"), el("th", {class: "num"}, "threshold"),
+            el("th", {class: "num"}, "ratio"), el("th", {}, "summary"))),
+        el("tbody", {}, rows));
+  }
+
+  function renderHistory(r) {
+    const events = Array.isArray(r.history) ? r.history.slice().reverse() : [];
+    if (events.length === 0) return null;
+    const shown = events.slice(0, HISTORY_SHOWN);
+    const rows = shown.map((e) => el("tr", {class: "event", "data-event": e.event},
+        el("td", {class: "dim", title: e.at || ""}, clock(e.at)),
+        el("td", {}, el("strong", {}, e.event)),
+        el("td", {}, el("span", {class: "rollout-state small", "data-state": e.state}, e.state)),
+        el("td", {class: "num"}, isNum(e.stage) ? e.stage : "\u2014"),
+        el("td", {class: "num"}, fmtPercent(e.percent)),
+        el("td", {}, e.reason || ""),
+        el("td", {class: "dim"}, e.verdict || "")));
+    return el("details", {class: "history", open: true},
+        el("summary", {}, "History, newest first (" + events.length + " event" +
+                          (events.length === 1 ? "" : "s") +
+                          (events.length > shown.length ? ", latest " + shown.length + " shown"
+                                                        : "") + ")"),
+        el("table", {class: "events"},
+           el("thead", {}, el("tr", {},
+               el("th", {}, "at"), el("th", {}, "event"), el("th", {}, "state"),
+               el("th", {class: "num"}, "stage"), el("th", {class: "num"}, "share"),
+               el("th", {}, "reason"), el("th", {}, "verdict"))),
+           el("tbody", {}, rows)));
+  }
+
+  function renderRollout(r) {
+    const stages = Array.isArray(r.stages) ? r.stages : [];
+    const state = ROLLOUT_STATES.includes(r.state) ? r.state : "unknown";
+    const percent = isNum(r.percent) ? r.percent : null;
+    const head = el("div", {class: "route-head"},
+        el("h3", {}, r.route),
+        el("span", {class: "rollout-id", "data-field": "id"}, r.id),
+        el("span", {class: "rollout-variants"},
+           el("span", {class: "swatch", style: "background:" + color(r.variant)}),
+           el("span", {class: "variant-name", "data-field": "variant"}, r.variant),
+           " vs ",
+           el("span", {class: "swatch", style: "background:" + color(r.baseline)}),
+           el("span", {class: "variant-name", "data-field": "baseline"}, r.baseline)),
+        el("span", {class: "rollout-state", "data-state": state, "data-field": "state"},
+           String(r.state).replace("_", " ")),
+        el("span", {class: "basis"},
+           "stage " + (isNum(r.stage) ? r.stage : "?") + " of " + stages.length +
+           " \u00b7 since " + clock(r.since) + (r.since ? " (" + ago(r.since) + ")" : "") +
+           (r.on_failure ? " \u00b7 on failure: " + r.on_failure : "")));
+
+    const share = el("div", {class: "rollout-share"},
+        el("span", {class: "bar-label"}, "share"),
+        el("div", {class: "bar share-bar", "data-route": r.route},
+           percent > 0
+               ? el("div", {class: "seg", "data-variant": r.variant,
+                            style: "width:" + Math.min(100, percent) + "%;background:" +
+                                   color(r.variant)},
+                    percent >= 8 ? r.variant + " " + fmtPercent(percent) : "")
+               : el("span", {class: "bar-empty"}, "no traffic to " + r.variant)),
+        el("strong", {"data-field": "share", "data-value": percent}, fmtPercent(percent)));
+
+    const seen = isNum(r.seen) ? r.seen : null;
+    const needed = isNum(r.needed) ? r.needed : null;
+    const facts = el("div", {class: "rollout-facts"},
+        el("span", {}, "judged requests in this stage ",
+           el("strong", {"data-field": "seen", "data-value": seen},
+              seen !== null ? seen.toLocaleString("en-US") : "\u2014"),
+           " of ",
+           el("strong", {"data-field": "needed", "data-value": needed,
+                         class: seen !== null && needed !== null && seen < needed ? "warn" : ""},
+              needed !== null ? needed.toLocaleString("en-US") : "\u2014"),
+           " needed"),
+        isNum(r.interval_ms)
+            ? el("span", {class: "dim"}, "judged every " + fmtDuration(r.interval_ms) +
+                 (isNum(r.warmup_ms) ? ", warm-up " + fmtDuration(r.warmup_ms) : "") +
+                 (isNum(r.confidence) ? ", confidence " + r.confidence : "") +
+                 (isNum(r.intervals) ? " \u00b7 " + r.intervals + " intervals judged" : ""))
+            : null);
+
+    const verdict = el("p", {class: "verdict" + (state === "failed" ? " bad" : ""),
+                             "data-field": "verdict"},
+        el("span", {class: "dim"}, "verdict "), r.verdict || "\u2014");
+
+    return el("article", {class: "rollout", "data-route": r.route, "data-id": r.id,
+                          "data-state": state, id: "rollout-" + r.route},
+        head, renderTimeline(r), share, facts, renderChecks(r), verdict, renderHistory(r));
+  }
+
+  // result: {list: [...]} or {error: "..."}; an error keeps the last cards and says so.
+  function renderRollouts(result) {
+    const panel = $("rollouts-panel");
+    const note = $("rollouts-note");
+    if (result.error) {
+      note.textContent = "cannot refresh: " + result.error;
+      note.classList.add("bad");
+      return;
+    }
+    note.classList.remove("bad");
+    const list = result.list;
+    panel.hidden = list.length === 0;
+    note.textContent = list.length === 1 ? "1 rollout" : list.length + " rollouts";
+    $("rollouts").replaceChildren(...list.map(renderRollout));
+  }
+
   function render(status, cur, old, parseErrors) {
     const dt = old ? (cur.t - old.t) / 1000 : 0;
     $("version").textContent = status.version || "?";
@@ -482,16 +740,34 @@
     return r.text();
   }
 
+  // GET /rollouts as {list} or {error}: a failure here must not stop the rest of the page.
+  // 404 is a proxy without rollouts: nothing to show.
+  async function fetchRollouts(signal) {
+    try {
+      const r = await fetch("rollouts", {cache: "no-store", signal});
+      if (r.status === 404) return {list: []};
+      if (!r.ok) return {error: "/rollouts: HTTP " + r.status};
+      const list = JSON.parse(await r.text());
+      if (!Array.isArray(list)) return {error: "/rollouts: not a JSON array"};
+      return {list: list.filter((x) => x && typeof x === "object")};
+    } catch (err) {
+      if (err && err.name === "AbortError") throw err;
+      return {error: "/rollouts: " + String((err && err.message) || err)};
+    }
+  }
+
   async function tick() {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
     try {
-      const [statusText, metricsText] = await Promise.all(
-          [fetchText("status", ctl.signal), fetchText("metrics", ctl.signal)]);
+      const [statusText, metricsText, rollouts] = await Promise.all(
+          [fetchText("status", ctl.signal), fetchText("metrics", ctl.signal),
+           fetchRollouts(ctl.signal)]);
       const status = JSON.parse(statusText);
       const parsed = parseMetrics(metricsText);
       const cur = {t: performance.now(), idx: indexMetrics(parsed.samples)};
       const state = render(status, cur, prev, parsed.errors);
+      renderRollouts(rollouts);
       prev = cur;
       samples++;
       $("samples").dataset.samples = String(samples);

@@ -200,8 +200,21 @@ TEST_CASE("config/examples/reference.toml loads and sets every section") {
   CHECK(shop.overrides.size() == 3);
   CHECK(shop.overrides[2].kind == Override::Kind::ClientIp);
   CHECK(shop.overrides[2].networks.size() == 2);
+  CHECK(s.server.state_dir == "/var/lib/switchyard");
+  REQUIRE(shop.rollout);
+  CHECK(shop.rollout->id == "checkout-2.14");
+  CHECK(shop.rollout->variant == Variant::Canary);
+  CHECK(shop.rollout->baseline == Variant::Blue);
+  CHECK_FALSE(shop.rollout->start_unix_ms);
+  REQUIRE(shop.rollout->stages.size() == 4);
+  CHECK(shop.rollout->stages[0].hold_ms == 600000);
+  CHECK(shop.rollout->stages[2].manual_gate);
+  CHECK(shop.rollout->stages[3].percent == 100);
+  CHECK(shop.rollout->analysis.interval_ms == 30000);
+  CHECK(shop.rollout->analysis.shadow_mismatch == 0.01);
   CHECK(s.routes[1].host.empty());
   CHECK_FALSE(s.routes[1].path);
+  CHECK_FALSE(s.routes[1].rollout);
 }
 
 TEST_CASE("defaults apply to every absent key") {
@@ -986,6 +999,584 @@ TEST_CASE("match.host must be a host name or a leading wildcard") {
                  "t.toml:3:18: routes[0].match.host", "must not include a port");
   CHECK_REJECTED("[[routes]]\nname = \"r\"\nmatch = { host = \"shop.*.com\" }\n" + tail,
                  "t.toml:3:18: routes[0].match.host", "leading \"*.\"");
+}
+
+// ---- Rollouts (SPEC §11) ------------------------------------------------------------------------
+
+TEST_CASE("parseDuration: a number, decimals allowed, and ms, s, m or h") {
+  std::string why;
+  CHECK(parseDuration("500ms", &why) == 500);
+  CHECK(parseDuration("30s", &why) == 30000);
+  CHECK(parseDuration("10m", &why) == 600000);
+  CHECK(parseDuration("2h", &why) == 7200000);
+  CHECK(parseDuration("0s", &why) == 0);
+  CHECK(parseDuration("1.5s", &why) == 1500);
+  CHECK(parseDuration("0.25m", &why) == 15000);
+  CHECK(parseDuration("1.000ms", &why) == 1);
+  CHECK(parseDuration("0.001s", &why) == 1);
+  for (const char* bad : {"", "30", "s", "30 s", "30S", "30sec", "1d", "-5s", "+5s", ".5s", "1.s",
+                          "1.2.3s", "1h30m", " 30s", "30s "}) {
+    INFO(bad);
+    CHECK_FALSE(parseDuration(bad, &why));
+    CHECK(why == "expected a duration like \"30s\", \"10m\", \"500ms\" or \"2h\", got \"" +
+                     std::string(bad) + "\"");
+  }
+  CHECK_FALSE(parseDuration("1.5ms", &why));
+  CHECK(why == "must be a whole number of milliseconds");
+  CHECK_FALSE(parseDuration("0.0001s", &why));
+  CHECK(why == "must be a whole number of milliseconds");
+  CHECK_FALSE(parseDuration("99999999999999999999ms", &why));
+  CHECK(why == "duration is too long");
+  CHECK_FALSE(parseDuration("9999999999999h", &why));
+  CHECK(why == "duration is too long");
+}
+
+TEST_CASE("parseRfc3339: a date-time with an offset, as unix milliseconds") {
+  std::string why;
+  CHECK(parseRfc3339("2025-03-01T09:00:00.250Z", &why) == 1740819600250);
+  CHECK(parseRfc3339("2025-03-01T10:00:00.250+01:00", &why) == 1740819600250);
+  CHECK(parseRfc3339("2025-03-01t04:30:00.2509-04:30", &why) == 1740819600250);
+  CHECK(parseRfc3339("2025-03-01 09:00:00.25z", &why) == 1740819600250);
+  CHECK(parseRfc3339("1969-12-31T23:59:59Z", &why) == -1000);
+  CHECK(parseRfc3339("2024-02-29T23:00:00Z", &why) == 1709247600000);
+  CHECK_FALSE(parseRfc3339("2025-03-01T09:00:00", &why));
+  CHECK(why.find("has no UTC offset") != std::string::npos);
+  CHECK_FALSE(parseRfc3339("2025-02-29T09:00:00Z", &why));
+  CHECK(why == "\"2025-02-29T09:00:00Z\" is not a valid date and time");
+  for (const char* bad : {"", "on_load", "2025-03-01", "2025-03-01T09:00Z", "2025-3-01T09:00:00Z",
+                          "2025-03-01T09:00:00.Z", "2025-03-01T09:00:00+0100",
+                          "2025-03-01T09:00:00Z ", "2025-03-01T25:00:00Z"}) {
+    INFO(bad);
+    CHECK_FALSE(parseRfc3339(bad, &why));
+  }
+}
+
+TEST_CASE("parseHttpUrl: http://host[:port]/path only") {
+  std::string why;
+  std::optional<HttpUrl> url = parseHttpUrl("http://hooks.internal:8080/switchyard?x=1", &why);
+  REQUIRE(url);
+  CHECK(url->address.host == "hooks.internal");
+  CHECK(url->address.port == 8080);
+  CHECK(url->address.text == "hooks.internal:8080");
+  CHECK(url->target == "/switchyard?x=1");
+  url = parseHttpUrl("HTTP://127.0.0.1", &why);
+  REQUIRE(url);
+  CHECK(url->address.port == 80);
+  CHECK(url->target == "/");
+  url = parseHttpUrl("http://[::1]?a", &why);
+  REQUIRE(url);
+  CHECK(url->address.host == "::1");
+  CHECK(url->address.port == 80);
+  CHECK(url->target == "/?a");
+  CHECK(parseHttpUrl("http://[::1]:81/", &why)->address.port == 81);
+
+  CHECK_FALSE(parseHttpUrl("https://hooks.internal/", &why));
+  CHECK(why.find("https is not supported") != std::string::npos);
+  for (const char* bad :
+       {"", "hooks.internal/x", "ftp://h/", "http://", "http:///x", "http://h:0/",
+        "http://h:99999/", "http://u@h/", "http://h/a b", "http://h/#frag", "http://::1/"}) {
+    INFO(bad);
+    CHECK_FALSE(parseHttpUrl(bad, &why));
+  }
+}
+
+TEST_CASE("fileNameError: ids and route names that become file names") {
+  CHECK(fileNameError("checkout-2.14_b").empty());
+  CHECK(fileNameError("").find("empty") != std::string::npos);
+  CHECK(fileNameError(".hidden") == "must not start with \".\"");
+  CHECK(fileNameError("..") == "must not start with \".\"");
+  CHECK(fileNameError("a/b").find("may only contain") != std::string::npos);
+  CHECK(fileNameError("a b").find("may only contain") != std::string::npos);
+  CHECK(fileNameError(std::string(128, 'a')).empty());
+  CHECK(fileNameError(std::string(129, 'a')).find("at most 128") != std::string::npos);
+}
+
+TEST_CASE("a full rollout compiles to every configured value") {
+  REQUIRE_LOADS(result, R"(
+[server]
+state_dir = "journals"
+[[routes]]
+name = "shop.v2_x-1"
+upstreams = { blue = "b", green = "g", canary = "c", shadow = "s" }
+weights = { blue = 90, canary = 10 }
+shadow = { percent = 5, compare = true }
+[routes.rollout]
+id = "checkout-2.14"
+variant = "green"
+baseline = "canary"
+start = "2025-03-01T10:00:00.250+01:00"
+on_failure = "pause"
+notify_url = "http://127.0.0.1:9000/hooks/rollout?x=1"
+stages = [
+  { percent = 0.5, hold = "500ms" },
+  { percent = 5, hold = "1.5s" },
+  { percent = 25, hold = "10m", gate = "manual" },
+  { percent = 100, hold = "2h" },
+]
+[routes.rollout.analysis]
+interval = "10s"
+warmup = "0s"
+confidence = 0.95
+min_requests = 0
+error_ratio = { relative = 2, absolute = 0.01 }
+latency = { quantile = 0.99, relative = 1.2 }
+shadow_mismatch = 0
+critical_error_ratio = 1
+)");
+  const Snapshot& s = *result.snapshot;
+  CHECK(s.server.state_dir == "journals");
+  const Route& route = s.routes.at(0);
+  // The variant's configured weight (absent = 0 here) stays as configured in the snapshot.
+  CHECK(route.weights == std::array<double, kWeightedVariants>{90, 0, 10});
+  REQUIRE(route.rollout);
+  const Rollout& rollout = *route.rollout;
+  CHECK(rollout.id == "checkout-2.14");
+  CHECK(rollout.variant == Variant::Green);
+  CHECK(rollout.baseline == Variant::Canary);
+  CHECK(rollout.start_unix_ms == 1740819600250);
+  CHECK(rollout.on_failure == RolloutFailure::Pause);
+  CHECK(rollout.notify_url == "http://127.0.0.1:9000/hooks/rollout?x=1");
+  REQUIRE(rollout.stages.size() == 4);
+  CHECK(rollout.stages[0].percent == 0.5);
+  CHECK(rollout.stages[0].hold_ms == 500);
+  CHECK_FALSE(rollout.stages[0].manual_gate);
+  CHECK(rollout.stages[1].percent == 5);
+  CHECK(rollout.stages[1].hold_ms == 1500);
+  CHECK(rollout.stages[2].percent == 25);
+  CHECK(rollout.stages[2].hold_ms == 600000);
+  CHECK(rollout.stages[2].manual_gate);
+  CHECK(rollout.stages[3].percent == 100);
+  CHECK(rollout.stages[3].hold_ms == 7200000);
+  CHECK_FALSE(rollout.stages[3].manual_gate);
+  const RolloutAnalysis& analysis = rollout.analysis;
+  CHECK(analysis.interval_ms == 10000);
+  CHECK(analysis.warmup_ms == 0);
+  CHECK(analysis.confidence == 0.95);
+  CHECK(analysis.min_requests == 0);
+  CHECK(analysis.error_relative == 2);
+  CHECK(analysis.error_absolute == 0.01);
+  CHECK(analysis.latency_quantile == 0.99);
+  CHECK(analysis.latency_relative == 1.2);
+  CHECK(analysis.shadow_mismatch == 0.0);
+  CHECK(analysis.critical_error_ratio == 1);
+}
+
+TEST_CASE("a minimal rollout takes the defaults") {
+  REQUIRE_LOADS(result, R"(
+[server]
+state_dir = "/var/lib/switchyard"
+[[routes]]
+name = "r"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1, canary = 70 }
+[routes.rollout]
+id = "1"
+stages = [{ percent = 100 }]
+[[routes]]
+name = "plain"
+upstreams = { blue = "b" }
+weights = { blue = 1 }
+)");
+  const Snapshot& s = *result.snapshot;
+  CHECK(s.server.state_dir == "/var/lib/switchyard");
+  CHECK_FALSE(s.routes.at(1).rollout);
+  REQUIRE(s.routes.at(0).rollout);
+  const Rollout& rollout = *s.routes[0].rollout;
+  CHECK(rollout.id == "1");
+  CHECK(rollout.variant == Variant::Canary);
+  CHECK(rollout.baseline == Variant::Blue);
+  CHECK_FALSE(rollout.start_unix_ms);  // "on_load"
+  CHECK(rollout.on_failure == RolloutFailure::Rollback);
+  CHECK(rollout.notify_url.empty());
+  REQUIRE(rollout.stages.size() == 1);
+  CHECK(rollout.stages[0].percent == 100);
+  CHECK(rollout.stages[0].hold_ms == 0);
+  CHECK_FALSE(rollout.stages[0].manual_gate);
+  const RolloutAnalysis& analysis = rollout.analysis;
+  CHECK(analysis.interval_ms == 30000);
+  CHECK(analysis.warmup_ms == 60000);
+  CHECK(analysis.confidence == 0.99);
+  CHECK(analysis.min_requests == 500);
+  CHECK(analysis.error_relative == 1.5);
+  CHECK(analysis.error_absolute == 0.002);
+  CHECK(analysis.latency_quantile == 0.95);
+  CHECK(analysis.latency_relative == 1.5);
+  CHECK_FALSE(analysis.shadow_mismatch);
+  CHECK(analysis.critical_error_ratio == 0.5);
+}
+
+TEST_CASE("start may be \"on_load\" or a TOML offset date-time; partial analysis tables") {
+  REQUIRE_LOADS(result, R"(
+[server]
+state_dir = "state"
+[[routes]]
+name = "a"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+[routes.rollout]
+id = "a1"
+start = 1979-05-27T00:32:00.999999-07:00
+stages = [{ percent = 10 }]
+analysis = { warmup = "2m", error_ratio = { absolute = 0.05 } }
+[[routes]]
+name = "b"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+[routes.rollout]
+id = "b1"
+start = "on_load"
+stages = [{ percent = 10 }]
+[routes.rollout.analysis.latency]
+relative = 3
+)");
+  const Rollout& a = result.snapshot->routes.at(0).rollout.value();
+  CHECK(a.start_unix_ms == 296638320999);
+  CHECK(a.analysis.warmup_ms == 120000);
+  CHECK(a.analysis.interval_ms == 30000);
+  CHECK(a.analysis.error_absolute == 0.05);
+  CHECK(a.analysis.error_relative == 1.5);
+  const Rollout& b = result.snapshot->routes.at(1).rollout.value();
+  CHECK_FALSE(b.start_unix_ms);
+  CHECK(b.analysis.latency_relative == 3);
+  CHECK(b.analysis.latency_quantile == 0.95);
+}
+
+TEST_CASE("state_dir is relative to the config file's directory") {
+  const std::string text = R"(
+[server]
+state_dir = "state/sy"
+[[routes]]
+name = "r"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+rollout = { id = "x", stages = [{ percent = 50 }] }
+)" + std::string(kPools);
+  const LoadResult result = loadSnapshotFromString(text, "/etc/switchyard/sy.toml", fakeResolve);
+  INFO(formatErrors(result.errors));
+  REQUIRE(result.ok());
+  CHECK(result.snapshot->server.state_dir == "/etc/switchyard/state/sy");
+  // Without a rollout, state_dir is optional (and kept when set).
+  REQUIRE_LOADS(plain, kRoute);
+  CHECK(plain.snapshot->server.state_dir.empty());
+}
+
+// A route with every variant and a shadow pool, and the head of its rollout: tests append the
+// rollout's keys from line 8 on.
+constexpr std::string_view kRolloutHead = R"([server]
+state_dir = "state"
+[[routes]]
+name = "shop"
+upstreams = { blue = "b", green = "g", canary = "c", shadow = "s" }
+weights = { blue = 95, canary = 5 }
+[routes.rollout]
+)";
+
+std::string rollout(std::string_view keys) { return std::string(kRolloutHead) + std::string(keys); }
+
+// id and stages, valid; appended after the keys under test.
+constexpr std::string_view kRolloutValid = "id = \"r1\"\nstages = [{ percent = 50 }]\n";
+
+std::string rolloutWith(std::string_view keys) {
+  return rollout(std::string(keys) + std::string(kRolloutValid));
+}
+
+TEST_CASE("a rollout needs server.state_dir") {
+  CHECK_REJECTED(R"([[routes]]
+name = "shop"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+[routes.rollout]
+id = "r1"
+stages = [{ percent = 50 }]
+)",
+                 "t.toml:5:1: routes[0].rollout",
+                 "server.state_dir is required when a route has a rollout");
+  CHECK_REJECTED("[server]\nstate_dir = \"\"\n" + std::string(kRolloutHead).substr(29) +
+                     std::string(kRolloutValid),
+                 "t.toml:2:13: server.state_dir",
+                 "must not be empty when a route has a rollout (routes[0].rollout)");
+  CHECK_REJECTED("[server]\nstate_dir = 1\n" + std::string(kRolloutHead).substr(29) +
+                     std::string(kRolloutValid),
+                 "t.toml:2:13: server.state_dir", "expected a string, got an integer");
+}
+
+TEST_CASE("a rollout id is required and must be a file name") {
+  CHECK_REJECTED(rollout("stages = [{ percent = 50 }]\n"), "t.toml:7:1: routes[0].rollout.id",
+                 "is required");
+  CHECK_REJECTED(rollout("id = \"\"\nstages = [{ percent = 50 }]\n"),
+                 "t.toml:8:6: routes[0].rollout.id", "must not be empty");
+  CHECK_REJECTED(rollout("id = \"../etc\"\nstages = [{ percent = 50 }]\n"),
+                 "t.toml:8:6: routes[0].rollout.id",
+                 "state_dir/rollouts/<route>/<id>.jsonl, so it may only contain letters, digits");
+  CHECK_REJECTED(rollout("id = \".r1\"\nstages = [{ percent = 50 }]\n"),
+                 "t.toml:8:6: routes[0].rollout.id", "must not start with \".\"");
+  CHECK_REJECTED(rollout("id = 7\nstages = [{ percent = 50 }]\n"),
+                 "t.toml:8:6: routes[0].rollout.id", "expected a string, got an integer");
+}
+
+TEST_CASE("the name of a route with a rollout must be a file name too") {
+  std::string text = rolloutWith("");
+  text.replace(text.find("name = \"shop\""), 13, "name = \"shop/eu\"");
+  CHECK_REJECTED(text, "t.toml:4:8: routes[0].name",
+                 "with a rollout, the route name names its journal directory "
+                 "(state_dir/rollouts/<route>/), so it may only contain");
+  // Without a rollout, any name is fine.
+  REQUIRE_LOADS(result,
+                "[[routes]]\nname = \"shop/eu\"\nupstreams = { blue = \"b\" }\n"
+                "weights = { blue = 1 }\n");
+}
+
+TEST_CASE("a rollout's variant: canary or green, with a pool; its weight may be anything") {
+  CHECK_REJECTED(rolloutWith("variant = \"blue\"\n"), "t.toml:8:11: routes[0].rollout.variant",
+                 "must be \"canary\" or \"green\"");
+  CHECK_REJECTED(rolloutWith("variant = \"shadow\"\n"), "t.toml:8:11: routes[0].rollout.variant",
+                 "must be \"canary\" or \"green\"");
+  CHECK_REJECTED(rolloutWith("variant = true\n"), "t.toml:8:11: routes[0].rollout.variant",
+                 "expected a string, got a boolean");
+  std::string no_green = rolloutWith("variant = \"green\"\n");
+  no_green.replace(no_green.find("green = \"g\", "), 13, "");
+  CHECK_REJECTED(no_green, "t.toml:8:11: routes[0].rollout.variant",
+                 "needs a pool, but routes[0].upstreams.green is not set");
+  CHECK_REJECTED(R"([server]
+state_dir = "state"
+[[routes]]
+name = "shop"
+upstreams = { blue = "b" }
+weights = { blue = 1 }
+rollout = { id = "r1", stages = [{ percent = 50 }] }
+)",
+                 "t.toml:7:11: routes[0].rollout.variant",
+                 "defaults to \"canary\", which needs a pool, but routes[0].upstreams.canary is "
+                 "not set");
+  std::string heavy = rolloutWith("");
+  heavy.replace(heavy.find("canary = 5"), 10, "canary = 500");
+  REQUIRE_LOADS(result, heavy);
+  CHECK(result.snapshot->routes[0].weights[static_cast<size_t>(Variant::Canary)] == 500);
+}
+
+TEST_CASE("a rollout's baseline: a pool, a weight > 0, not the variant") {
+  CHECK_REJECTED(rolloutWith("baseline = \"shadow\"\n"), "t.toml:8:12: routes[0].rollout.baseline",
+                 "\"blue\", \"green\" or \"canary\"");
+  CHECK_REJECTED(rolloutWith("baseline = \"green\"\n"), "t.toml:8:12: routes[0].rollout.baseline",
+                 "the baseline \"green\" has weight 0 in routes[0].weights");
+  std::string explicit_zero = rolloutWith("baseline = \"green\"\n");
+  explicit_zero.replace(explicit_zero.find("canary = 5"), 10, "canary = 5, green = 0");
+  CHECK_REJECTED(explicit_zero, "t.toml:8:12: routes[0].rollout.baseline",
+                 "has weight 0 in routes[0].weights");
+  std::string zero_blue = rolloutWith("");
+  zero_blue.replace(zero_blue.find("blue = 95"), 9, "blue = 0");
+  CHECK_REJECTED(zero_blue, "t.toml:7:1: routes[0].rollout.baseline",
+                 "the default baseline \"blue\" has weight 0 in routes[0].weights; a rollout "
+                 "needs baseline traffic to compare with");
+  CHECK_REJECTED(rolloutWith("baseline = \"canary\"\n"), "t.toml:8:12: routes[0].rollout.baseline",
+                 "must differ from the rollout's variant (\"canary\")");
+  std::string no_blue = rolloutWith("");
+  no_blue.replace(no_blue.find("blue = \"b\", "), 12, "");
+  no_blue.replace(no_blue.find("blue = 95, "), 11, "green = 1, ");
+  CHECK_REJECTED(no_blue, "t.toml:7:1: routes[0].rollout.baseline",
+                 "defaults to \"blue\", which needs a pool, but routes[0].upstreams.blue is not "
+                 "set");
+}
+
+TEST_CASE("rollout stages: required, percent in (0, 100], strictly increasing") {
+  CHECK_REJECTED(rollout("id = \"r1\"\n"), "t.toml:7:1: routes[0].rollout.stages", "is required");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = []\n"), "t.toml:9:10: routes[0].rollout.stages",
+                 "must list at least one stage");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = \"1,5,100\"\n"),
+                 "t.toml:9:10: routes[0].rollout.stages",
+                 "expected an array of stages like [{ percent = 1, hold = \"10m\" }, ...], got a "
+                 "string");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 1 }, 5]\n"),
+                 "t.toml:9:28: routes[0].rollout.stages[1]", "expected a table, got an integer");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ hold = \"1m\" }]\n"),
+                 "t.toml:9:11: routes[0].rollout.stages[0].percent", "is required");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 0 }]\n"),
+                 "t.toml:9:23: routes[0].rollout.stages[0].percent", "must be > 0 and <= 100");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 100.5 }]\n"),
+                 "t.toml:9:23: routes[0].rollout.stages[0].percent", "must be > 0 and <= 100");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = -5 }]\n"),
+                 "t.toml:9:23: routes[0].rollout.stages[0].percent", "must be > 0 and <= 100");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = \"5%\" }]\n"),
+                 "t.toml:9:23: routes[0].rollout.stages[0].percent",
+                 "expected a number, got a string");
+  CHECK_REJECTED(rollout(R"(id = "r1"
+stages = [
+  { percent = 1 },
+  { percent = 25 },
+  { percent = 25 },
+]
+)"),
+                 "t.toml:12:15: routes[0].rollout.stages[2].percent",
+                 "stages must be strictly increasing in percent, but 25 follows 25");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 5 }, { percent = 2.5 }]\n"),
+                 "t.toml:9:40: routes[0].rollout.stages[1].percent",
+                 "strictly increasing in percent, but 2.5 follows 5");
+  // Also written as an array of tables.
+  REQUIRE_LOADS(result, rollout("id = \"r1\"\n[[routes.rollout.stages]]\npercent = 5\n"
+                                "[[routes.rollout.stages]]\npercent = 50\nhold = \"1h\"\n"));
+  const Rollout& written = result.snapshot->routes[0].rollout.value();
+  REQUIRE(written.stages.size() == 2);
+  CHECK(written.stages[1].hold_ms == 3600000);
+}
+
+TEST_CASE("rollout stages: hold is a duration, gate is \"manual\" or absent") {
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 5, hold = \"10 minutes\" }]\n"),
+                 "t.toml:9:33: routes[0].rollout.stages[0].hold",
+                 "expected a duration like \"30s\", \"10m\", \"500ms\" or \"2h\", got \"10 "
+                 "minutes\"");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 5, hold = 600 }]\n"),
+                 "t.toml:9:33: routes[0].rollout.stages[0].hold",
+                 "expected a duration like \"30s\", \"10m\", \"500ms\" or \"2h\", got an integer");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 5, gate = \"auto\" }]\n"),
+                 "t.toml:9:33: routes[0].rollout.stages[0].gate",
+                 "must be \"manual\" (leave it out for no gate)");
+  CHECK_REJECTED(rollout("id = \"r1\"\nstages = [{ percent = 5, hodl = \"1m\" }]\n"),
+                 "t.toml:9:26: routes[0].rollout.stages[0].hodl",
+                 "unknown key (did you mean \"hold\"?)");
+}
+
+TEST_CASE("rollout start, on_failure and notify_url") {
+  CHECK_REJECTED(rolloutWith("start = \"tomorrow\"\n"), "t.toml:8:9: routes[0].rollout.start",
+                 "must be \"on_load\" or an RFC 3339 time: \"tomorrow\" is not like "
+                 "\"2025-03-01T09:00:00Z\"");
+  CHECK_REJECTED(rolloutWith("start = \"2025-03-01T09:00:00\"\n"),
+                 "t.toml:8:9: routes[0].rollout.start",
+                 "\"2025-03-01T09:00:00\" has no UTC offset, so its moment would depend on the "
+                 "host's time zone: add \"Z\"");
+  CHECK_REJECTED(rolloutWith("start = 2025-03-01T09:00:00\n"),
+                 "t.toml:8:9: routes[0].rollout.start",
+                 "a local date-time has no UTC offset, so its moment would depend on the host's "
+                 "time zone");
+  CHECK_REJECTED(rolloutWith("start = 2025-03-01\n"), "t.toml:8:9: routes[0].rollout.start",
+                 "a date alone is not a moment");
+  CHECK_REJECTED(rolloutWith("start = 1740819600\n"), "t.toml:8:9: routes[0].rollout.start",
+                 "expected \"on_load\" or an RFC 3339 time such as \"2025-03-01T09:00:00Z\", got "
+                 "an integer");
+  CHECK_REJECTED(rolloutWith("on_failure = \"retry\"\n"),
+                 "t.toml:8:14: routes[0].rollout.on_failure", "must be \"rollback\" or \"pause\"");
+  CHECK_REJECTED(rolloutWith("notify_url = \"https://hooks.example.com/sy\"\n"),
+                 "t.toml:8:14: routes[0].rollout.notify_url", "https is not supported");
+  CHECK_REJECTED(rolloutWith("notify_url = \"hooks.example.com/sy\"\n"),
+                 "t.toml:8:14: routes[0].rollout.notify_url",
+                 "must be \"http://host[:port]/path\"");
+  CHECK_REJECTED(rolloutWith("notify_url = \"http://hooks:99999/sy\"\n"),
+                 "t.toml:8:14: routes[0].rollout.notify_url", "port must be 1..65535");
+  REQUIRE_LOADS(result, rolloutWith("notify_url = \"\"\n"));
+  CHECK(result.snapshot->routes[0].rollout->notify_url.empty());
+}
+
+TEST_CASE("unknown keys in the rollout tables, with hints") {
+  CHECK_REJECTED(rolloutWith("varaint = \"canary\"\n"), "t.toml:8:1: routes[0].rollout.varaint",
+                 "unknown key (did you mean \"variant\"?)");
+  CHECK_REJECTED(rolloutWith("source = \"prometheus\"\n"), "t.toml:8:1: routes[0].rollout.source",
+                 "unknown key");
+  CHECK_REJECTED(
+      rollout(std::string(kRolloutValid) + "[routes.rollout.analysis]\nintreval = \"1s\"\n"),
+      "t.toml:11:1: routes[0].rollout.analysis.intreval",
+      "unknown key (did you mean \"interval\"?)");
+  CHECK_REJECTED(rolloutWith("analysis = { error_ratio = { relativ = 2 } }\n"),
+                 "t.toml:8:30: routes[0].rollout.analysis.error_ratio.relativ",
+                 "did you mean \"relative\"");
+  CHECK_REJECTED(rolloutWith("analysis = { latency = { p = 0.9 } }\n"),
+                 "t.toml:8:26: routes[0].rollout.analysis.latency.p", "unknown key");
+  CHECK_REJECTED(rolloutWith("analysis = \"strict\"\n"), "t.toml:8:12: routes[0].rollout.analysis",
+                 "expected a table, got a string");
+  CHECK_REJECTED(std::string(kRolloutHead).substr(0, std::string(kRolloutHead).size() - 17) +
+                     "rollout = \"canary\"\n",
+                 "t.toml:7:11: routes[0].rollout", "expected a table, got a string");
+}
+
+// The analysis keys go in an inline table on line 8, so the positions are predictable.
+std::string analysis(std::string_view keys) {
+  return rolloutWith("analysis = { " + std::string(keys) + " }\n");
+}
+
+TEST_CASE("rollout analysis: durations, confidence and ratios in range") {
+  CHECK_REJECTED(analysis("interval = \"0s\""), "t.toml:8:25: routes[0].rollout.analysis.interval",
+                 "must be > 0");
+  CHECK_REJECTED(analysis("interval = \"1d\""), "t.toml:8:25: routes[0].rollout.analysis.interval",
+                 "expected a duration like \"30s\", \"10m\", \"500ms\" or \"2h\"");
+  CHECK_REJECTED(analysis("warmup = \"-1s\""), "t.toml:8:23: routes[0].rollout.analysis.warmup",
+                 "expected a duration like");
+  for (const char* bad : {"0.5", "1", "1.5", "0", "nan"}) {
+    INFO(bad);
+    CHECK_REJECTED(analysis("confidence = " + std::string(bad)),
+                   "t.toml:8:27: routes[0].rollout.analysis.confidence",
+                   "must be > 0.5 and < 1 (e.g. 0.99)");
+  }
+  CHECK_REJECTED(analysis("confidence = \"high\""),
+                 "t.toml:8:27: routes[0].rollout.analysis.confidence", "expected a number");
+  CHECK_REJECTED(analysis("min_requests = -1"),
+                 "t.toml:8:29: routes[0].rollout.analysis.min_requests", "must be >= 0");
+  CHECK_REJECTED(analysis("error_ratio = { relative = 0.9 }"),
+                 "t.toml:8:41: routes[0].rollout.analysis.error_ratio.relative", "must be >= 1");
+  CHECK_REJECTED(analysis("error_ratio = { absolute = 1 }"),
+                 "t.toml:8:41: routes[0].rollout.analysis.error_ratio.absolute",
+                 "must be >= 0 and < 1");
+  CHECK_REJECTED(analysis("latency = { quantile = 1 }"),
+                 "t.toml:8:37: routes[0].rollout.analysis.latency.quantile", "must be > 0 and < 1");
+  CHECK_REJECTED(analysis("latency = { relative = 0.5 }"),
+                 "t.toml:8:37: routes[0].rollout.analysis.latency.relative", "must be >= 1");
+  CHECK_REJECTED(analysis("critical_error_ratio = 0"),
+                 "t.toml:8:37: routes[0].rollout.analysis.critical_error_ratio",
+                 "must be > 0 and <= 1");
+  CHECK_REJECTED(analysis("critical_error_ratio = 1.01"),
+                 "t.toml:8:37: routes[0].rollout.analysis.critical_error_ratio",
+                 "must be > 0 and <= 1");
+  REQUIRE_LOADS(result, analysis("confidence = 0.51, critical_error_ratio = 1"));
+}
+
+TEST_CASE("rollout shadow_mismatch needs shadow comparisons") {
+  // kRolloutHead's route has a shadow pool but no [routes.shadow].
+  CHECK_REJECTED(analysis("shadow_mismatch = 0.01"),
+                 "t.toml:8:32: routes[0].rollout.analysis.shadow_mismatch",
+                 "needs shadow comparisons, but routes[0].shadow is not set");
+  const auto with_shadow = [](std::string_view shadow, std::string_view mismatch = "0.01") {
+    std::string text = analysis("shadow_mismatch = " + std::string(mismatch));
+    text.replace(text.find("[routes.rollout]"), 16,
+                 "shadow = { " + std::string(shadow) + " }\n[routes.rollout]");
+    return text;
+  };
+  CHECK_REJECTED(with_shadow("percent = 10, compare = false"),
+                 "t.toml:9:32: routes[0].rollout.analysis.shadow_mismatch",
+                 "routes[0].shadow.compare is false");
+  CHECK_REJECTED(with_shadow("compare = true"),
+                 "t.toml:9:32: routes[0].rollout.analysis.shadow_mismatch",
+                 "routes[0].shadow.percent is 0 (nothing is mirrored)");
+  CHECK_REJECTED(with_shadow("percent = 10", "1"),
+                 "t.toml:9:32: routes[0].rollout.analysis.shadow_mismatch", "must be >= 0 and < 1");
+  {
+    REQUIRE_LOADS(result, with_shadow("percent = 10"));  // compare defaults to true
+    CHECK(result.snapshot->routes[0].rollout->analysis.shadow_mismatch == 0.01);
+  }
+  // Without a shadow pool, [routes.shadow] itself is the error (once).
+  std::string no_pool = with_shadow("percent = 10");
+  no_pool.replace(no_pool.find(", shadow = \"s\""), 14, "");
+  CHECK_REJECTED(no_pool, "t.toml:7:10: routes[0].shadow", "requires routes[0].upstreams.shadow");
+}
+
+TEST_CASE("every rollout error is reported in one run") {
+  const LoadResult result = loadWithPools(R"([[routes]]
+name = "shop"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+[routes.rollout]
+id = ".x"
+baseline = "canary"
+stages = [{ percent = 50, hold = "1x" }, { percent = 10 }]
+analysis = { confidence = 2 }
+)");
+  INFO(formatErrors(result.errors));
+  CHECK_FALSE(result.ok());
+  CHECK(hasError(result, "t.toml:5:1: routes[0].rollout", "server.state_dir is required"));
+  CHECK(hasError(result, "t.toml:6:6: routes[0].rollout.id", "must not start with"));
+  // Equal to the variant: that is the error, not also the baseline's weight of 0.
+  CHECK(hasError(result, "t.toml:7:12: routes[0].rollout.baseline", "must differ"));
+  CHECK(hasError(result, "t.toml:8:34: routes[0].rollout.stages[0].hold", "expected a duration"));
+  CHECK(
+      hasError(result, "t.toml:8:54: routes[0].rollout.stages[1].percent", "strictly increasing"));
+  CHECK(hasError(result, "t.toml:9:27: routes[0].rollout.analysis.confidence", "must be > 0.5"));
+  CHECK(result.errors.size() == 6);
 }
 
 TEST_CASE("every error is reported, not only the first") {

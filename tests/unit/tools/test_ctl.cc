@@ -1,5 +1,6 @@
-// switchyard-ctl (SPEC §8): explain's choice and wording, simulate's counts and moves, the
-// status table, and the command line's exit codes. Configs are written to temp files and loaded
+// switchyard-ctl (SPEC §8, §11): explain's choice and wording, simulate's counts and moves, the
+// status table, `rollout` (status tables, action requests, preview's counts), and the command
+// line's exit codes. Configs are written to temp files and loaded
 // with the proxy's loader; the admin endpoint is a fake transport, so nothing opens a socket.
 // Keys come from fixed seeds, so the statistical checks are fixed outcomes; tolerances are
 // about 3 standard deviations.
@@ -15,11 +16,14 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "config/loader.h"
 #include "proxy/routing/splitter.h"
 #include "tools/ctl/cli.h"
 #include "tools/ctl/explain.h"
 #include "tools/ctl/format.h"
+#include "tools/ctl/rollout.h"
 #include "tools/ctl/simulate.h"
 #include "tools/ctl/status.h"
 
@@ -774,6 +778,497 @@ TEST_CASE("cli: reload and status through the transport") {
   CHECK(runCtl({"status", "--admin", "localhost:9901"}, fake).code == kExitFailure);
   answer = {503, "draining\n", ""};
   CHECK(runCtl({"status", "--admin", "localhost:9901"}, fake).code == kExitFailure);
+}
+
+// ---- rollout -------------------------------------------------------------------------------
+
+namespace {
+
+// The admin endpoint's GET /rollouts answer (contract: SPEC §11): one rollout holding in its
+// second stage with two checks, one rolled back by the analysis.
+const char* const kRolloutsJson = R"([
+  {"route": "shop", "id": "checkout-2.14", "variant": "canary", "baseline": "blue",
+   "state": "holding", "stage": 2, "percent": 5.0, "on_failure": "rollback",
+   "stages": [{"percent": 1, "hold_ms": 600000, "gate": false},
+              {"percent": 5, "hold_ms": 1800000, "gate": false},
+              {"percent": 25, "hold_ms": 3600000, "gate": true},
+              {"percent": 100, "hold_ms": 3600000, "gate": false}],
+   "since": "2026-12-02T10:30:00Z", "next_transition": null, "waiting_for": "requests",
+   "needed": 500, "seen": 123, "intervals": 17,
+   "interval_ms": 30000, "warmup_ms": 60000, "confidence": 0.99,
+   "checks": [
+     {"name": "error_ratio", "evidence": 1.2, "threshold": 150.0, "ratio": 0.008,
+      "failed": false, "variant_requests": 3120, "variant_events": 75,
+      "baseline_requests": 61000, "baseline_events": 305, "tolerated": 0.0075,
+      "summary": "canary 5xx 2.4% vs blue 0.5% over 3,120 requests: evidence 1.2 < 150"},
+     {"name": "latency", "evidence": 0.5, "threshold": 150.0, "ratio": 0.00333,
+      "failed": false, "threshold_ms": 212.0,
+      "summary": "canary slower than blue's p95 (212 ms): 5.1% vs 5%"}],
+   "verdict": "holding: 123 of 500 judged requests",
+   "history": [
+     {"at": "2026-12-02T10:00:00Z", "event": "start", "state": "running", "stage": 1,
+      "percent": 1.0, "reason": "first load of checkout-2.14", "verdict": ""},
+     {"at": "2026-12-02T10:10:00Z", "event": "advance", "state": "running", "stage": 2,
+      "percent": 5.0, "reason": "hold passed", "verdict": ""},
+     {"at": "2026-12-02T10:30:00Z", "event": "hold", "state": "holding", "stage": 2,
+      "percent": 5.0, "reason": "too few requests", "verdict": ""}]},
+  {"route": "api", "id": "v2", "variant": "green", "baseline": "blue",
+   "state": "failed", "stage": 1, "percent": 0.0, "on_failure": "rollback",
+   "stages": [{"percent": 10, "hold_ms": 90000, "gate": false}],
+   "since": "2026-12-02T10:42:17Z", "next_transition": null, "waiting_for": "retry",
+   "needed": 1000, "seen": 1500, "intervals": 3, "checks": [
+     {"name": "error_ratio", "evidence": 1412.0, "threshold": 100.0, "ratio": 14.12,
+      "failed": true, "summary": "green 5xx 30% vs blue 0.5%: evidence 1,412 >= 100"}],
+   "verdict": "green 5xx 30% vs blue 0.5% over 1,500 requests: evidence 1,412 >= 100 -> rolled back at 10:42:17",
+   "history": []}
+])";
+
+std::string header(const HttpRequest& req, const std::string& name) {
+  for (const auto& [k, v] : req.headers) {
+    if (k == name) return v;
+  }
+  return "(absent)";
+}
+
+// A route as the loader builds it, with a rollout of `variant` in `stages` (percent, hold_ms,
+// gate) against blue.
+config::Route routeWithRollout(Weights w, Variant variant,
+                               std::vector<config::RolloutStage> stages) {
+  config::Route r = routeWithWeights(w);
+  r.name = "ro";
+  config::Rollout ro;
+  ro.id = "ro-1";
+  ro.variant = variant;
+  ro.baseline = Variant::Blue;
+  ro.stages = std::move(stages);
+  r.rollout = ro;
+  return r;
+}
+
+PreviewResult previewOk(const config::Route& route, const PreviewOptions& o) {
+  auto r = previewRollout(route, o);
+  if (auto* e = std::get_if<CtlError>(&r)) FAIL("preview failed: " << e->message);
+  return std::get<PreviewResult>(r);
+}
+
+const char* const kRolloutRoute = R"(
+[[routes]]
+name = "roll"
+match = { host = "roll.test" }
+key = ["header:X-User-Id"]
+[routes.upstreams]
+blue = "blue"
+green = "green"
+canary = "canary"
+[routes.weights]
+blue = 80
+green = 20
+canary = 0
+[routes.rollout]
+id = "roll-7"
+variant = "canary"
+baseline = "blue"
+stages = [
+  { percent = 2, hold = "10m" },
+  { percent = 20, hold = "30m", gate = "manual" },
+  { percent = 100, hold = "1h" },
+]
+[routes.rollout.analysis]
+interval = "1s"
+warmup = "0s"
+min_requests = 0
+)";
+
+}  // namespace
+
+TEST_CASE("rollout status: the /rollouts JSON as tables") {
+  auto r = formatRolloutStatus(kRolloutsJson);
+  REQUIRE(std::holds_alternative<std::string>(r));
+  const std::string& t = std::get<std::string>(r);
+  INFO(t);
+  CHECK(contains(t,
+                 "rollouts\n"
+                 "  ROUTE  ROLLOUT        VARIANT         STATE    STAGE  PERCENT  SINCE"
+                 "                 NEXT                  SEEN/NEEDED\n"
+                 "  shop   checkout-2.14  canary vs blue  holding    2/4    5.00%  "
+                 "2026-12-02T10:30:00Z  waiting for requests      123/500\n"
+                 "  api    v2             green vs blue   failed     1/1    0.00%  "
+                 "2026-12-02T10:42:17Z  waiting for retry     1,500/1,000\n"));
+  // Per rollout: its plan with the current stage in brackets, the analysis, the evidence, the
+  // checks and the verdict.
+  CHECK(contains(t,
+                 "\nshop (checkout-2.14): canary vs blue, holding\n"
+                 "  stages    1% 10m -> [5% 30m] -> 25% 1h gate -> 100% 1h\n"
+                 "  analysis  judged every 30s, warm-up 1m, confidence 0.99, 17 intervals "
+                 "judged; on failure: rollback\n"
+                 "  evidence  123 judged requests in this stage, 500 needed\n"));
+  CHECK(contains(t,
+                 "  CHECK        EVIDENCE  THRESHOLD  EVIDENCE/THRESHOLD  FAILED  SUMMARY\n"
+                 "  error_ratio       1.2        150               0.008  no      canary 5xx "
+                 "2.4% vs blue 0.5% over 3,120 requests: evidence 1.2 < 150\n"
+                 "  latency           0.5        150             0.00333  no      canary "
+                 "slower than blue's p95 (212 ms): 5.1% vs 5%\n"
+                 "  verdict   holding: 123 of 500 judged requests\n"));
+  // History, newest first.
+  const size_t hold = t.find("2026-12-02T10:30:00Z  hold     holding");
+  const size_t start = t.find("2026-12-02T10:00:00Z  start    running");
+  CHECK(contains(t, "  history (newest first)\n"));
+  CHECK(hold != std::string::npos);
+  CHECK(start != std::string::npos);
+  CHECK(hold < start);
+  CHECK(contains(t, "  2026-12-02T10:10:00Z  advance  running      2    5.00%  hold passed\n"));
+  // The failed rollout: its failed check and the verdict, wrapped.
+  CHECK(contains(t, "\napi (v2): green vs blue, failed\n  stages    [10% 1m30s]\n"));
+  CHECK(contains(t, "  error_ratio     1,412        100                14.1  FAILED  green 5xx"));
+  CHECK(contains(t,
+                 "  verdict   green 5xx 30% vs blue 0.5% over 1,500 requests: evidence 1,412 "
+                 ">= 100 -> rolled back at\n            10:42:17\n"));
+
+  // One object (GET /rollouts/{route}) prints the same way; [] says there are none.
+  const std::string one = nlohmann::json::parse(kRolloutsJson)[0].dump();  // the shop rollout alone
+  r = formatRolloutStatus(one);
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(contains(std::get<std::string>(r), "  shop   checkout-2.14  canary vs blue  holding"));
+  CHECK_FALSE(contains(std::get<std::string>(r), "api"));
+  r = formatRolloutStatus("[]");
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(std::get<std::string>(r) == "no rollouts (no route has a [routes.rollout] block)\n");
+  // A waiting rollout with a time: "when (what)"; missing fields print as "-".
+  r = formatRolloutStatus(R"({"route": "x", "state": "running", "stage": 1, "percent": 1,
+      "next_transition": "2026-12-02T11:00:00Z", "waiting_for": "hold"})");
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(contains(std::get<std::string>(r), "2026-12-02T11:00:00Z (hold ends)"));
+  CHECK(contains(std::get<std::string>(r), "  x      -        - vs -   running    1/-    1.00%"));
+  CHECK(contains(std::get<std::string>(r), "(no checks evaluated yet)"));
+  r = formatRolloutStatus("<html>");
+  REQUIRE(std::holds_alternative<CtlError>(r));
+  CHECK(std::get<CtlError>(r).exit_code == kExitFailure);
+}
+
+TEST_CASE("rollout: paths, bodies, durations") {
+  CHECK(rolloutPath("") == "/rollouts");
+  CHECK(rolloutPath("shop") == "/rollouts/shop");
+  CHECK(rolloutPath("shop", "pause") == "/rollouts/shop/pause");
+  CHECK(rolloutPath("a b/c%", "abort") == "/rollouts/a%20b%2Fc%25/abort");
+  CHECK(reasonBody("canary looks \"fine\"") == R"({"reason":"canary looks \"fine\""})");
+  CHECK(durationText(0) == "0s");
+  CHECK(durationText(500) == "500ms");
+  CHECK(durationText(1500) == "1.5s");
+  CHECK(durationText(30000) == "30s");
+  CHECK(durationText(600000) == "10m");
+  CHECK(durationText(3600000) == "1h");
+  CHECK(durationText(5400000) == "1h30m");
+  CHECK(durationText(7205000) == "2h0m5s");
+  CHECK(rolloutErrorText(R"({"error": "cannot resume: the rollout is running"})") ==
+        "cannot resume: the rollout is running");
+  CHECK(rolloutErrorText("no such route\n") == "no such route");
+  for (const char* a : {"pause", "resume", "promote", "abort", "retry"}) CHECK(isRolloutAction(a));
+  CHECK_FALSE(isRolloutAction("status"));
+  CHECK_FALSE(isRolloutAction("preview"));
+}
+
+TEST_CASE("cli: rollout usage errors exit 2") {
+  const std::string a = "127.0.0.1:9901";
+  CHECK(runCtl({"rollout"}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "frobnicate", "--admin", a}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "--help"}).code == kExitOk);
+  CHECK(contains(runCtl({"rollout", "--help"}).out, "rollout preview FILE --route NAME"));
+  CHECK(runCtl({"rollout", "status", "--help"}).code == kExitOk);
+  CHECK(runCtl({"rollout", "status"}).code == kExitUsage);                        // no --admin
+  CHECK(runCtl({"rollout", "status", "--admin", "nocolon"}).code == kExitUsage);  // bad address
+  CHECK(runCtl({"rollout", "status", "--admin", a, "--reason", "x"}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "status", "--admin", a, "--route", ""}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "status", "--admin", a, "extra"}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "pause", "--admin", a}).code == kExitUsage);       // no --route
+  CHECK(runCtl({"rollout", "pause", "--route", "shop"}).code == kExitUsage);  // no --admin
+  CHECK(runCtl({"rollout", "pause", "--admin", a, "--route", "shop", "--keys", "5"}).code ==
+        kExitUsage);
+  // --to: only 100, only for promote.
+  RunResult r = runCtl({"rollout", "pause", "--admin", a, "--route", "shop", "--to", "100"});
+  CHECK(r.code == kExitUsage);
+  CHECK(contains(r.err, "rollout pause: --to is only for promote"));
+  r = runCtl({"rollout", "promote", "--admin", a, "--route", "shop", "--to", "50"});
+  CHECK(r.code == kExitUsage);
+  CHECK(contains(r.err, "rollout promote: --to: only 100"));
+  CHECK(runCtl({"rollout", "promote", "--admin", a, "--route", "s", "--to", "100", "--to", "100"})
+            .code == kExitUsage);
+  CHECK(runCtl({"rollout", "preview"}).code == kExitUsage);            // no FILE
+  CHECK(runCtl({"rollout", "preview", "f.toml"}).code == kExitUsage);  // no --route
+  CHECK(runCtl({"rollout", "preview", "f.toml", "--route", "r", "--keys", "0"}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "preview", "f.toml", "--route", "r", "--seed", "x"}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "preview", "f.toml", "--route", "r", "--admin", a}).code == kExitUsage);
+  CHECK(runCtl({"rollout", "preview", "/nonexistent/sy.toml", "--route", "r"}).code ==
+        kExitFailure);
+}
+
+TEST_CASE("cli: rollout status through the transport") {
+  std::vector<HttpRequest> seen;
+  HttpResponse answer{200, kRolloutsJson, ""};
+  const HttpTransport fake = [&](const HttpRequest& req) {
+    seen.push_back(req);
+    return answer;
+  };
+  RunResult r = runCtl({"rollout", "status", "--admin", "127.0.0.1:9901", "--timeout", "3"}, fake);
+  CHECK(r.code == kExitOk);
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].method == "GET");
+  CHECK(seen[0].path == "/rollouts");
+  CHECK(seen[0].body.empty());
+  CHECK(seen[0].timeout_seconds == 3);
+  CHECK(header(seen[0], "Host") == "127.0.0.1:9901");
+  CHECK(header(seen[0], "Authorization") == "(absent)");
+  CHECK(r.out == std::get<std::string>(formatRolloutStatus(kRolloutsJson)));
+
+  r = runCtl(
+      {"rollout", "status", "--admin", "127.0.0.1:9901", "--route", "shop", "--token", "t0k"},
+      fake);
+  CHECK(seen.back().path == "/rollouts/shop");
+  CHECK(header(seen.back(), "Authorization") == "Bearer t0k");
+
+  answer = {404, "no rollout on route \"nope\"\n", ""};
+  r = runCtl({"rollout", "status", "--admin", "127.0.0.1:9901", "--route", "nope"}, fake);
+  CHECK(r.code == kExitFailure);
+  CHECK(r.out.empty());
+  CHECK(contains(r.err, "rollout status: no rollout on route \"nope\" (HTTP 404)"));
+  CHECK(contains(r.err, "\nno rollout on route \"nope\"\n"));
+  answer = {500, "boom", ""};
+  r = runCtl({"rollout", "status", "--admin", "127.0.0.1:9901"}, fake);
+  CHECK(r.code == kExitFailure);
+  CHECK(contains(r.err, "GET /rollouts failed (HTTP 500)\nboom\n"));
+  answer = {200, "not json", ""};
+  CHECK(runCtl({"rollout", "status", "--admin", "127.0.0.1:9901"}, fake).code == kExitFailure);
+  answer = {0, "", "cannot connect (refused or unreachable)"};
+  r = runCtl({"rollout", "status", "--admin", "127.0.0.1:9901"}, fake);
+  CHECK(r.code == kExitFailure);
+  CHECK(contains(r.err, "no answer from the admin endpoint 127.0.0.1:9901: cannot connect"));
+}
+
+TEST_CASE("cli: rollout actions: method, path, query, headers, body and answers") {
+  std::vector<HttpRequest> seen;
+  const std::string paused = R"({"route": "shop", "id": "checkout-2.14", "variant": "canary",
+      "baseline": "blue", "state": "paused", "stage": 2, "percent": 5.0,
+      "stages": [{"percent": 1}, {"percent": 5}, {"percent": 25}, {"percent": 100}],
+      "next_transition": null, "waiting_for": "resume",
+      "verdict": "paused by an operator: looking at a dashboard"})";
+  HttpResponse answer{200, paused, ""};
+  const HttpTransport fake = [&](const HttpRequest& req) {
+    seen.push_back(req);
+    return answer;
+  };
+  const std::string a = "127.0.0.1:9901";
+
+  RunResult r = runCtl({"rollout", "pause", "--admin", a, "--route", "shop", "--reason",
+                        "looking at a \"dashboard\"", "--token", "t0k"},
+                       fake);
+  CHECK(r.code == kExitOk);
+  CHECK(r.err.empty());
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].method == "POST");
+  CHECK(seen[0].path == "/rollouts/shop/pause");
+  CHECK(seen[0].host == "127.0.0.1");
+  CHECK(seen[0].port == 9901);
+  CHECK(header(seen[0], "Host") == "127.0.0.1:9901");
+  CHECK(header(seen[0], "Authorization") == "Bearer t0k");
+  CHECK(header(seen[0], "Content-Type") == "application/json");
+  CHECK(nlohmann::json::parse(seen[0].body) ==
+        nlohmann::json{{"reason", "looking at a \"dashboard\""}});
+  CHECK(r.out ==
+        "shop (checkout-2.14): paused, stage 2/4, 5.00% of traffic to canary; next: waiting "
+        "for resume\n"
+        "verdict: paused by an operator: looking at a dashboard\n");
+
+  // Every action, without a reason: no body, no Content-Type, no token.
+  for (const char* action : {"resume", "promote", "abort", "retry"}) {
+    CAPTURE(action);
+    r = runCtl({"rollout", action, "--admin", a, "--route", "shop"}, fake);
+    CHECK(r.code == kExitOk);
+    CHECK(seen.back().method == "POST");
+    CHECK(seen.back().path == std::string("/rollouts/shop/") + action);
+    CHECK(seen.back().body.empty());
+    CHECK(header(seen.back(), "Content-Type") == "(absent)");
+    CHECK(header(seen.back(), "Authorization") == "(absent)");
+  }
+  r = runCtl({"rollout", "promote", "--admin", a, "--route", "shop", "--to", "100"}, fake);
+  CHECK(r.code == kExitOk);
+  CHECK(seen.back().path == "/rollouts/shop/promote?to=100");
+  r = runCtl({"rollout", "promote", "--admin", a, "--route", "shop", "--to=100"}, fake);
+  CHECK(seen.back().path == "/rollouts/shop/promote?to=100");
+
+  // A complete rollout with no verdict: one line.
+  answer = {200, R"({"route": "shop", "id": "c", "variant": "canary", "state": "complete",
+                     "stage": 1, "percent": 100, "stages": [{"percent": 100}],
+                     "next_transition": null, "waiting_for": "", "verdict": ""})",
+            ""};
+  r = runCtl({"rollout", "promote", "--admin", a, "--route", "shop"}, fake);
+  CHECK(r.out == "shop (c): complete, stage 1/1, 100.00% of traffic to canary\n");
+
+  answer = {409, R"({"error": "cannot resume: the rollout is running"})", ""};
+  r = runCtl({"rollout", "resume", "--admin", a, "--route", "shop"}, fake);
+  CHECK(r.code == kExitFailure);
+  CHECK(r.out.empty());
+  CHECK(r.err ==
+        "switchyard-ctl: rollout resume: resume is not allowed now (HTTP 409)\n"
+        "cannot resume: the rollout is running\n");
+
+  answer = {404, "no rollout on route \"nope\"\n", ""};
+  r = runCtl({"rollout", "abort", "--admin", a, "--route", "nope"}, fake);
+  CHECK(r.code == kExitFailure);
+  CHECK(r.out.empty());
+  CHECK(contains(r.err, "rollout abort: no rollout on route \"nope\" (HTTP 404)\n"));
+  CHECK(seen.back().path == "/rollouts/nope/abort");
+
+  answer = {401, "missing or wrong admin token\n", ""};
+  r = runCtl({"rollout", "abort", "--admin", a, "--route", "shop"}, fake);
+  CHECK(r.code == kExitFailure);
+  CHECK(contains(r.err, "needs an admin token (--token)"));
+  r = runCtl({"rollout", "abort", "--admin", a, "--route", "shop", "--token", "bad"}, fake);
+  CHECK(contains(r.err, "the admin token was refused"));
+
+  answer = {200, "<html>", ""};
+  CHECK(runCtl({"rollout", "abort", "--admin", a, "--route", "shop"}, fake).code == kExitFailure);
+}
+
+TEST_CASE("rollout preview: keys only move into the variant; the rollback returns them") {
+  // blue 80, green 20 as configured; canary's weight is the rollout's.
+  const config::Route route = routeWithRollout(
+      {80, 20, 7}, Variant::Canary,
+      {{1, 600000, false}, {5, 1800000, false}, {25, 3600000, true}, {100, 3600000, false}});
+  PreviewOptions o;
+  o.keys = 100000;
+  const PreviewResult r = previewOk(route, o);
+  REQUIRE(r.rows.size() == 6);  // before, 4 stages, rollback
+  CHECK(r.rows.front().kind == PreviewRow::Kind::Before);
+  CHECK(r.rows.back().kind == PreviewRow::Kind::Rollback);
+  CHECK(r.moved_elsewhere == 0);
+  CHECK(r.not_returned == 0);
+
+  // Before the rollout (share 0): canary has weight 0 and no key; blue/green split 80/20.
+  const PreviewRow& before = r.rows[0];
+  CHECK(before.weights == Weights{80, 20, 0});
+  CHECK(before.counts[2] == 0);
+  CHECK(std::fabs(share(before.counts[0], o.keys) - 0.8) < tolerance(0.8, o.keys));
+
+  const double percents[] = {1, 5, 25, 100};
+  for (size_t i = 1; i <= 4; ++i) {
+    const PreviewRow& row = r.rows[i];
+    const PreviewRow& prev = r.rows[i - 1];
+    CAPTURE(i);
+    CHECK(row.stage == i);
+    CHECK(row.percent == percents[i - 1]);
+    CHECK(row.weights == proxy::weightsWithShare(route, Variant::Canary, row.percent));
+    const double p = row.percent / 100.0;
+    CHECK(std::fabs(share(row.counts[2], o.keys) - p) < tolerance(p, o.keys));
+    CHECK(row.counts[0] + row.counts[1] + row.counts[2] == o.keys);
+    // Only into canary: the moved count is exactly canary's gain, taken from blue and green
+    // alone (never blue <-> green, never out of canary).
+    CHECK(row.moves[0][1] == 0);
+    CHECK(row.moves[1][0] == 0);
+    CHECK(row.moves[2][0] == 0);
+    CHECK(row.moves[2][1] == 0);
+    CHECK(row.moved == row.moves[0][2] + row.moves[1][2]);
+    CHECK(row.moved == row.counts[2] - prev.counts[2]);
+    CHECK(row.counts[0] == prev.counts[0] - row.moves[0][2]);
+  }
+  CHECK(r.rows[4].counts[2] == o.keys);  // 100 %: every key on canary
+  CHECK(r.rows[3].manual_gate);
+  CHECK(r.rows[3].hold_ms == 3600000);
+
+  // The rollback: every key leaves canary for exactly the variant it had before.
+  const PreviewRow& back = r.rows[5];
+  CHECK(back.weights == before.weights);
+  CHECK(back.counts == before.counts);
+  CHECK(back.moved == o.keys);
+  CHECK(back.moves[2][0] == before.counts[0]);
+  CHECK(back.moves[2][1] == before.counts[1]);
+
+  const std::string text = formatPreview(r);
+  INFO(text);
+  CHECK(contains(text,
+                 "route ro: rollout ro-1 of canary (baseline blue), 100,000 random keys "
+                 "(seed 1), salt \"ro\"\n"));
+  CHECK(contains(text, "  stage     percent  hold  gate    weights"));
+  CHECK(contains(text, "  before      0.00%                blue=80 green=20 canary=0"));
+  CHECK(contains(text, "  3          25.00%  1h    manual  blue=80 green=20 canary=33.3333"));
+  CHECK(contains(text, "  4         100.00%  1h            blue=0 green=0 canary=1"));
+  CHECK(contains(text, strFormat("blue -> canary %s, green -> canary %s",
+                                 groupDigits(r.rows[1].moves[0][2]).c_str(),
+                                 groupDigits(r.rows[1].moves[1][2]).c_str())));
+  CHECK(contains(text, "  rollback    0.00%                blue=80 green=20 canary=0  "));
+  CHECK(contains(text, strFormat("  100,000 (100.00%%)  canary -> blue %s, canary -> green %s\n",
+                                 groupDigits(before.counts[0]).c_str(),
+                                 groupDigits(before.counts[1]).c_str())));
+  CHECK(contains(text, "keys only move into canary, never out of it or between the others\n"));
+  CHECK(contains(text,
+                 "every key returns to the variant it had before the rollout: 100,000 of "
+                 "100,000\n"));
+  CHECK_FALSE(contains(text, "UNEXPECTED"));
+
+  // The same keys simulate draws: simulate's move from share 0 to stage 1's weights is
+  // preview's first row of moves.
+  SimulateOptions so;
+  so.keys = o.keys;
+  so.new_weights = r.rows[1].weights;
+  config::Route at_zero = routeWithWeights(before.weights);
+  at_zero.name = "ro";  // the salt
+  const SimulateResult sim = simulate(at_zero, so);
+  CHECK(sim.counts == before.counts);
+  CHECK(sim.moves == r.rows[1].moves);
+
+  // Another seed, other keys; the same seed, the same numbers.
+  CHECK(previewOk(route, o).rows[2].counts == r.rows[2].counts);
+  o.seed = 9;
+  CHECK(previewOk(route, o).rows[2].counts != r.rows[2].counts);
+
+  // A green rollout on a route without a canary pool: only the variants the route uses.
+  config::Route green = routeWithRollout({50, 0, 0}, Variant::Green, {{50, 1000, false}});
+  green.pools[2] = nullptr;
+  const PreviewResult g = previewOk(green, PreviewOptions{20000, 1});
+  CHECK(g.moved_elsewhere == 0);
+  CHECK(g.not_returned == 0);
+  CHECK(g.rows[1].moved == g.rows[1].moves[0][1]);
+  CHECK(std::fabs(share(g.rows[1].counts[1], 20000) - 0.5) < tolerance(0.5, 20000));
+  const std::string gt = formatPreview(g);
+  CHECK(contains(gt, "blue=50 green=50  "));
+  CHECK_FALSE(contains(gt, "canary"));
+
+  // No rollout: an error (exit 1).
+  auto e = previewRollout(routeWithWeights({1, 1, 1}), o);
+  REQUIRE(std::holds_alternative<CtlError>(e));
+  CHECK(std::get<CtlError>(e).exit_code == kExitFailure);
+  CHECK(contains(std::get<CtlError>(e).message, "route \"sim\" has no rollout"));
+}
+
+TEST_CASE("cli: rollout preview end to end") {
+  // state_dir (required with a rollout) belongs to [server].
+  std::string text = std::string(kPools) + kRoutes + kRolloutRoute;
+  text.replace(text.find("[server]\n"), 9, "[server]\nstate_dir = \"/tmp/sy-ctl-state\"\n");
+  TempConfig good(text);
+  RunResult r = runCtl({"check", good.path()});
+  INFO(r.err);
+  REQUIRE(r.code == kExitOk);
+
+  r = runCtl({"rollout", "preview", good.path(), "--route", "roll", "--keys", "20000"});
+  CHECK(r.code == kExitOk);
+  CHECK(contains(r.out,
+                 "route roll: rollout roll-7 of canary (baseline blue), 20,000 random "
+                 "keys (seed 1), salt \"roll\""));
+  CHECK(contains(r.out, "  2          20.00%  30m   manual  blue=80 green=20 canary=25"));
+  CHECK(contains(r.out, "  3         100.00%  1h            blue=0 green=0 canary=1"));
+  CHECK(contains(r.out, "keys only move into canary"));
+  CHECK(contains(r.out, "20,000 of 20,000"));
+  CHECK(
+      r.out ==
+      runCtl({"rollout", "preview", good.path(), "--route=roll", "--keys=20000", "--seed=1"}).out);
+  CHECK(r.out != runCtl({"rollout", "preview", good.path(), "--route", "roll", "--keys", "20000",
+                         "--seed", "2"})
+                     .out);
+
+  r = runCtl({"rollout", "preview", good.path(), "--route", "shop"});
+  CHECK(r.code == kExitFailure);
+  CHECK(contains(r.err, "route \"shop\" has no rollout"));
+  r = runCtl({"rollout", "preview", good.path(), "--route", "missing"});
+  CHECK(r.code == kExitFailure);
+  CHECK(contains(r.err, "no route named \"missing\""));
 }
 
 TEST_CASE("parseAdminAddress") {
