@@ -502,6 +502,7 @@ void readRollout(TableReader& r, RawRollout& rollout) {
     readTable(t, "latency", analysis.latency, [](TableReader& l, RawLatency& latency) {
       l.read("quantile", latency.quantile);
       l.read("relative", latency.relative);
+      l.read("absolute", latency.absolute);
     });
     t.read("shadow_mismatch", analysis.shadow_mismatch);
     t.read("critical_error_ratio", analysis.critical_error_ratio);

@@ -242,6 +242,9 @@ class Compiler {
     assign(out.error_absolute, analysis.error_ratio.value.absolute);
     assign(out.latency_quantile, analysis.latency.value.quantile);
     assign(out.latency_relative, analysis.latency.value.relative);
+    if (analysis.latency.value.absolute.ok) {
+      out.latency_absolute_ms = analysis.latency.value.absolute.value.ms;
+    }
     if (analysis.shadow_mismatch.ok) out.shadow_mismatch = analysis.shadow_mismatch.value;
     assign(out.critical_error_ratio, analysis.critical_error_ratio);
   }

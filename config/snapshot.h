@@ -156,6 +156,10 @@ struct RolloutAnalysis {
   double error_absolute = 0.002;          // error_ratio.absolute (0..1)
   double latency_quantile = 0.95;         // latency.quantile (0, 1)
   double latency_relative = 1.5;          // latency.relative (>= 1)
+  // latency.absolute: a variant request is slow only when it is also this much slower than the
+  // baseline's quantile, so sub-millisecond differences (a colder connection pool) never fail a
+  // rollout. An extension of SPEC §11.
+  uint64_t latency_absolute_ms = 5;
   std::optional<double> shadow_mismatch;  // tolerated mismatch share (0..1); absent = no check
   double critical_error_ratio = 0.5;      // (0, 1]
 };

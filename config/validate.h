@@ -149,6 +149,7 @@ struct RawErrorRatio {
 
 struct RawLatency {
   Field<double> quantile, relative;
+  Field<RawDuration> absolute;
 };
 
 struct RawRolloutAnalysis {

@@ -369,7 +369,9 @@ void Exchange::onResponseHead(const ResponseHead& resp, BodyFraming framing,
   if (shadow_ != nullptr) shadow_->primaryResponseHead(resp);
   response_status_ = resp.status;
   response_started_ = true;
-  route_metrics_->slot(ctx_.worker.index(), variant_).recordLatency(nowUs() - start_us_);
+  if (route_->rollout) {
+    route_metrics_->slot(ctx_.worker.index(), variant_).recordLatency(nowUs() - start_us_);
+  }
   upgrade_accepted_ = resp.status == 101;
   encoder_.encodeHead({resp, framing, content_length, snapshot_->server.variant_header,
                        config::variantName(variant_), set_cookie_, upgrade_accepted_});
@@ -541,10 +543,11 @@ void Exchange::recordOutcome(int status, Termination termination) {
   VariantCounters& counters = route_metrics_->slot(ctx_.worker.index(), variant_);
   if (status != 0) counters.recordResponse(status, duration_us);
   counters.recordTermination(termination);
-  // SPEC §11: the rollout judges what the upstream did; the client's and the proxy's doings
-  // (4xx, a client that left, a limit) are not the variant's errors.
+  // SPEC §11: a rollout judges what the upstream did; the client's and the proxy's doings
+  // (4xx, a client that left, a limit) are not the variant's errors. Only routes with a rollout
+  // pay for the evidence.
   const bool upstream_failed = termination.source == TerminationSource::Upstream;
-  if (response_started_ || upstream_failed) {
+  if (route_ != nullptr && route_->rollout && (response_started_ || upstream_failed)) {
     counters.recordJudged(upstream_failed || response_status_ >= 500);
   }
   if (!ctx_.access_log.enabled()) return;

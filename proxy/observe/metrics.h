@@ -59,9 +59,10 @@ struct alignas(64) VariantCounters {
   std::atomic<uint64_t> duration_sum_us{0};
   std::array<std::atomic<uint64_t>, kUpstreamErrorKinds> upstream_errors{};
   TerminationGrid<std::atomic<uint64_t>> terminations{};
-  // Rollout evidence (SPEC §11): requests the analysis judges (the upstream answered, or the
-  // exchange ended with source upstream), the errors among them (5xx or source upstream), and
-  // the time from the request head to the upstream's response head.
+  // Rollout evidence (SPEC §11), counted on routes with a rollout: requests the analysis judges
+  // (the upstream answered, or the exchange ended with source upstream), the errors among them
+  // (5xx or source upstream), and the time from the request head to the upstream's response
+  // head.
   std::atomic<uint64_t> judged{0};
   std::atomic<uint64_t> judged_errors{0};
   std::array<std::atomic<uint64_t>, kLatencyBuckets> latency{};

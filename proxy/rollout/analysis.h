@@ -32,8 +32,12 @@
 //                 alpha_e / 2 (bound wrong).
 //   latency       "slow" = slower than the baseline's `quantile` (estimated from the baseline's
 //                 histogram of the latest intervals holding >= 10 / (1 - quantile) requests,
-//                 rounded up to the bucket's upper edge, which favours the variant); one-sample:
-//                 the variant's slow requests against p0 = relative x (1 - quantile).
+//                 and >= 4x the interval's variant requests when the last 64 intervals with
+//                 baseline traffic hold that many, so that the estimate's noise stays small
+//                 next to the variant's; rounded up to the bucket's upper edge, which favours
+//                 the variant); one-sample: the variant's slow requests against
+//                 p0 = relative x (1 - quantile). The quantile is a plug-in estimate, so this
+//                 check's guarantee is approximate (analysis.cc, kBaselineWindowFactor).
 //   shadow        one-sample: mismatching comparisons against p0 = shadow_mismatch.
 //   critical      not statistical: >= 20 judged variant requests in the stage and >= the
 //                 critical share of them errors fails at once (criticalBreach()).

@@ -323,14 +323,14 @@ class Upstream:
     """tools/echo-upstream as a child process, logging every request: on a free port, or on
     `port` (a server that comes back where a pool was pointing)."""
 
-    def __init__(self, workdir, name, start_timeout=10.0, port=0):
+    def __init__(self, workdir, name, start_timeout=10.0, port=0, args=()):
         self.name = name
         self.log_path = Path(workdir) / ("upstream-%s.jsonl" % name)
         self.err_path = Path(workdir) / ("upstream-%s.stderr" % name)
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, str(ECHO_UPSTREAM), "--port", str(port), "--name", name,
-             "--log", str(self.log_path)],
+             "--log", str(self.log_path)] + [str(a) for a in args],  # e.g. --delay-ms 200
             stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + start_timeout
         line = b""
@@ -464,8 +464,8 @@ class Env:
             return "switchyard is no longer running: exit status %s" % self.proxy.proc.returncode
         return None
 
-    def upstream(self, name):
-        u = Upstream(self.dir, name)
+    def upstream(self, name, args=()):
+        u = Upstream(self.dir, name, args=args)
         self.upstreams.append(u)
         return u
 

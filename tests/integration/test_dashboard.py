@@ -4,12 +4,14 @@ headless Chromium against the real proxy, that shows per route the weights, the 
 the request rate, the 5xx share and p50/p99 latency per variant and the shadow mismatch rate.
 
 The numbers the page shows are checked against what the client saw (shares, 5xx) and against
-an independent reading of /metrics (latency quantiles, mismatch rate). A screenshot is saved
+an independent reading of /metrics (latency quantiles, mismatch rate). A second proxy, with a
+rollout on its route, checks the rollouts panel (SPEC §11) against GET /rollouts. A screenshot is saved
 next to the meson logs (or $SY_ARTIFACT_DIR) and its path printed.
 
 Needs Debian's `chromium` (tools/bootstrap installs it); without it the browser cases FAIL.
 """
 
+import json
 import os
 import re
 import shutil
@@ -25,8 +27,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness import CaseFailure, Cases, Client, Env, can_connect, config_doc, eq, expect, \
-    free_port, parallel, proxy_binary, route, wait_until
+from harness import CaseFailure, Cases, Client, Env, Inline, Proxy, can_connect, config_doc, \
+    eq, expect, free_port, parallel, proxy_binary, route, wait_until
 
 cases = Cases("dashboard")
 S = SimpleNamespace()
@@ -45,9 +47,18 @@ CANARY_RGB = (0xd9, 0x77, 0x06)
 
 # ---- admin endpoint ----------------------------------------------------------------------
 
-def admin_get(path):
-    with Client(S.admin_port, timeout=10) as c:
-        return c.request("GET", path, host="127.0.0.1:%d" % S.admin_port)
+def admin_get(path, port=None):
+    port = port or S.admin_port
+    with Client(port, timeout=10) as c:
+        return c.request("GET", path, host="127.0.0.1:%d" % port)
+
+
+def admin_post(path, body=None, port=None):
+    port = port or S.admin_port
+    with Client(port, timeout=10) as c:
+        return c.request("POST", path, host="127.0.0.1:%d" % port,
+                         body=body.encode() if isinstance(body, str) else body,
+                         headers=[("Content-Type", "application/json")] if body else ())
 
 
 _LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$')
@@ -132,8 +143,8 @@ def run_chromium(*args):
     return out.decode(errors="replace")
 
 
-def dashboard_url():
-    return "http://127.0.0.1:%d/" % S.admin_port
+def dashboard_url(port=None):
+    return "http://127.0.0.1:%d/" % (port or S.admin_port)
 
 
 class Node:
@@ -191,8 +202,8 @@ class Dom(HTMLParser):
         self.cur.parts.append(data)
 
 
-def render_dom():
-    html = run_chromium("--dump-dom", dashboard_url())
+def render_dom(port=None):
+    html = run_chromium("--dump-dom", dashboard_url(port))
     S.last_dom = html
     return Dom(html).root
 
@@ -409,6 +420,11 @@ def _():
     expect(re.fullmatch(r"\d+", root.find(id="conn-upstream").text()),
            "upstream connections %r" % root.find(id="conn-upstream").text())
 
+    eq(admin_get("/rollouts").json(), [], "GET /rollouts without a rollout")
+    expect("hidden" in root.find("section", id="rollouts-panel").attrs,
+           "the rollouts panel is shown although no route has a rollout")
+    eq(root.find_all("article", **{"class": "rollout"}), [], "rollout cards without a rollout")
+
     card = root.find("article", data_route=ROUTE)
     expect(ROUTE in card.find("h2").text(), "card title %r" % card.find("h2").text())
     # No traffic while Chromium ran: the last interval is empty, so the page says so and falls
@@ -534,6 +550,163 @@ def _():
     with live_traffic():
         out = screenshot("dashboard-live.png")
     eq(png_decode(out.read_bytes())[:2], WINDOW, "live screenshot size")
+
+
+# ---- rollouts panel ----------------------------------------------------------------------
+
+RO_ROUTE = "roll"
+RO_ID = "dash-r1"
+RO_STAGES = [{"percent": 10, "hold": "1s"}, {"percent": 50, "hold": "30s", "gate": "manual"}]
+RO_HOLD_MS = [1000, 30000]
+# Markup in a reason must reach the page as text, never as elements.
+RO_REASON = "5xx spike <b>on canary</b> & co"
+
+
+def rollout_doc(listen_port, admin_port, state_dir):
+    r = route(RO_ROUTE, {"blue": "blue", "canary": "canary"}, {"blue": 90, "canary": 10},
+              host=None)
+    r["rollout"] = {
+        "id": RO_ID, "variant": "canary", "baseline": "blue",
+        "stages": [Inline(st) for st in RO_STAGES],
+        "analysis": {"interval": "1s", "warmup": "0s", "min_requests": 0},
+    }
+    return config_doc(listen_port, pools={n: [S.ups[n].addr] for n in ("blue", "canary")},
+                      routes=[r], admin_port=admin_port, server={"state_dir": str(state_dir)})
+
+
+def rollouts(port):
+    r = admin_get("/rollouts", port)
+    eq(r.status, 200, "GET /rollouts status (body %r)" % r.body[:300])
+    return r.json()
+
+
+def one_of(got, wants, what):
+    expect(got in wants, "%s: page shows %r, GET /rollouts said %r" % (what, got, wants))
+
+
+def check_rollout_card(root, before, after):
+    """The card of the rollout against GET /rollouts read just before and just after the
+    render: fields the engine rewrites every interval (verdict, evidence) may be either."""
+    panel = root.find("section", id="rollouts-panel")
+    expect("hidden" not in panel.attrs, "the rollouts panel is hidden")
+    cards = root.find_all("article", **{"class": "rollout"})
+    eq([c.attrs.get("data-route") for c in cards], [RO_ROUTE], "rollout cards")
+    card = cards[0]
+    eq(card.attrs.get("data-id"), RO_ID, "card data-id")
+    eq(card.find("h3").text(), RO_ROUTE, "card title")
+    eq(card.find(data_field="id").text(), RO_ID, "rollout id")
+    eq((card.find(data_field="variant").text(), card.find(data_field="baseline").text()),
+       ("canary", "blue"), "variant vs baseline")
+    states = {before["state"], after["state"]}
+    one_of(card.attrs.get("data-state"), states, "card data-state")
+    badge = card.find(data_field="state")
+    one_of(badge.attrs.get("data-state"), states, "state badge")
+    eq(badge.text(), badge.attrs.get("data-state").replace("_", " "), "state badge text")
+
+    # Timeline: "before", then every stage with its percent, hold and gate.
+    steps = card.find("ol", **{"class": "timeline"}).find_all("li")
+    eq([st.attrs.get("data-stage") for st in steps], ["0", "1", "2"], "timeline steps")
+    for i, (st, hold_ms) in enumerate(zip(RO_STAGES, RO_HOLD_MS), start=1):
+        step = steps[i]
+        eq(step.find(data_field="percent").text(), "%d%%" % st["percent"], "stage %d percent" % i)
+        eq(step.find(data_field="hold").attrs.get("data-value"), str(hold_ms),
+           "stage %d hold (ms)" % i)
+        eq(step.find(data_field="hold").text(), "hold " + st["hold"], "stage %d hold" % i)
+        eq(bool(step.find_all(data_field="gate")), st.get("gate") == "manual",
+           "stage %d shows a gate" % i)
+    return card
+
+
+@cases.case("rollouts panel: route, state badge, stage timeline, share, checks, history")
+def _():
+    state_dir = S.env.dir / "rollout-state"
+    workdir = S.env.dir / "rollout-proxy"
+    workdir.mkdir()
+    port = free_port()
+    proxy = Proxy(workdir, rollout_doc(free_port(), port, state_dir))
+    try:
+        wait_until(lambda: can_connect(port), 10, "the rollout proxy's admin endpoint")
+        # Stage 1 holds 1 s, then stage 2 (50 %, hold 30 s, manual gate) runs.
+        wait_until(lambda: rollouts(port)[0].get("stage") == 2, 15,
+                   "the rollout to advance to stage 2", interval=0.1)
+        before = rollouts(port)[0]
+        root = render_dom(port)
+        after = rollouts(port)[0]
+        for snap in (before, after):
+            eq((snap["route"], snap["id"], snap["stage"], snap["percent"]),
+               (RO_ROUTE, RO_ID, 2, 50.0), "GET /rollouts")
+        card = check_rollout_card(root, before, after)
+        steps = card.find("ol", **{"class": "timeline"}).find_all("li")
+        eq([st.attrs.get("data-status") for st in steps], ["done", "done", "current"],
+           "timeline status in stage 2")
+        # The current stage says what comes next: the end of its 30 s hold.
+        nxt = steps[2].find(data_field="next").text()
+        expect(re.fullmatch(r"hold ends (in \d+ s|due now)", nxt) or
+               nxt == "waiting for promote", "current stage's next step %r" % nxt)
+        share = card.find(data_field="share")
+        eq((float(share.attrs["data-value"]), share.text()), (50.0, "50%"), "current share")
+        eq(card.find(data_field="needed").attrs.get("data-value"), "0", "needed (min_requests)")
+        one_of(card.find(data_field="seen").attrs.get("data-value"),
+               {str(before["seen"]), str(after["seen"])}, "seen")
+
+        # One row per check: evidence, threshold and their ratio (a log-scale bar) and summary.
+        want = {c["name"]: c for c in before["checks"]}
+        want_after = {c["name"]: c for c in after["checks"]}
+        expect(want, "GET /rollouts has no checks: %r" % before)
+        rows = card.find_all("tr", **{"class": "check"})
+        eq(sorted(r.attrs["data-check"] for r in rows), sorted(want), "check rows")
+        for row in rows:
+            name = row.attrs["data-check"]
+            snaps = [want[name], want_after.get(name, want[name])]
+            got = {f: float(row.find(data_field=f).attrs["data-value"])
+                   for f in ("evidence", "threshold", "ratio")}
+            expect(any(all(abs(got[f] - c[f]) <= 1e-9 * max(1.0, abs(c[f]))
+                           for f in ("evidence", "threshold", "ratio")) for c in snaps),
+                   "check %s: page %r, GET /rollouts %r" % (name, got, snaps))
+            one_of(row.attrs["data-failed"], {str(c["failed"]).lower() for c in snaps},
+                   "check %s failed" % name)
+            one_of(row.find(data_field="summary").text(), {c["summary"] for c in snaps},
+                   "check %s summary" % name)
+            bar = row.find("div", **{"class": "evidence-bar"})
+            close(float(bar.attrs["data-ratio"]), got["ratio"], "check %s bar ratio" % name)
+        one_of(card.find(data_field="verdict").text(),
+               {"verdict " + before["verdict"], "verdict " + after["verdict"]}, "verdict")
+        events = [r.attrs["data-event"] for r in card.find_all("tr", **{"class": "event"})]
+        one_of(events, [[e["event"] for e in reversed(snap["history"])]
+                        for snap in (before, after)], "history, newest first")
+        eq(events[-1], "start", "oldest event")
+        print("     stage 2: %s; checks %s" % (
+            before["state"], ", ".join("%s %s" % (c["name"], c["ratio"])
+                                       for c in before["checks"])))
+
+        # An operator abort, with markup in the reason: the badge, the timeline's failed
+        # stage, the share back to 0, and the reason as text in the history.
+        r = admin_post("/rollouts/%s/abort" % RO_ROUTE, body=json.dumps({"reason": RO_REASON}),
+                       port=port)
+        eq(r.status, 200, "POST abort (body %r)" % r.body[:300])
+        eq(r.json()["state"], "aborted", "state after abort")
+        before = rollouts(port)[0]
+        root = render_dom(port)
+        after = rollouts(port)[0]
+        card = check_rollout_card(root, before, after)
+        eq(card.attrs.get("data-state"), "aborted", "card state after abort")
+        steps = card.find("ol", **{"class": "timeline"}).find_all("li")
+        eq([st.attrs.get("data-status") for st in steps], ["done", "done", "failed"],
+           "timeline status after abort")
+        expect("waiting for retry" in steps[2].find(data_field="next").text(),
+               "aborted stage's note %r" % steps[2].find(data_field="next").text())
+        eq(card.find(data_field="share").attrs["data-value"], "0", "share after abort")
+        newest = card.find_all("tr", **{"class": "event"})[0]
+        eq(newest.attrs.get("data-event"), "abort", "newest event")
+        expect(RO_REASON in newest.text(), "abort reason %r not in %r" % (RO_REASON,
+                                                                         newest.text()))
+        eq(newest.find_all("b"), [], "markup from a reason became elements")
+        print("     after abort: %s" % card.find(data_field="verdict").text())
+    finally:
+        code = proxy.stop()
+        if code not in (0, None):
+            print("note: the rollout proxy's exit status: %s; log tail:\n%s" % (
+                code, proxy.log_tail()))
 
 
 def main():
