@@ -152,10 +152,10 @@ struct RolloutAnalysis {
   uint64_t warmup_ms = 60000;
   double confidence = 0.99;  // (0.5, 1)
   uint64_t min_requests = 500;
-  double error_relative = 1.5;            // error_ratio.relative (>= 1)
-  double error_absolute = 0.002;          // error_ratio.absolute (0..1)
-  double latency_quantile = 0.95;         // latency.quantile (0, 1)
-  double latency_relative = 1.5;          // latency.relative (>= 1)
+  double error_relative = 1.5;     // error_ratio.relative (>= 1)
+  double error_absolute = 0.002;   // error_ratio.absolute (0..1)
+  double latency_quantile = 0.95;  // latency.quantile (0, 1)
+  double latency_relative = 1.5;   // latency.relative (>= 1)
   // latency.absolute: a variant request is slow only when it is also this much slower than the
   // baseline's quantile, so sub-millisecond differences (a colder connection pool) never fail a
   // rollout. An extension of SPEC §11.
