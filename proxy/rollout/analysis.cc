@@ -299,9 +299,15 @@ void RolloutAnalyzer::addLatency(const IntervalEvidence& interval) {
   }
   bucket = std::min(bucket, kLatencyBuckets - 1);
 
+  // latency.absolute: slow means slower than the quantile by more than this too. The first
+  // slow bucket is the one after the bucket holding the threshold, so every request counted
+  // slow is slower than the threshold whatever its place in its bucket.
+  const uint64_t threshold_us =
+      latencyBucketUpperUs(bucket) + settings_.latency_absolute_ms * uint64_t{1000};
+  const size_t first_slow = latencyBucket(threshold_us) + 1;
   uint64_t slow = 0;
   uint64_t baseline_slow = 0;
-  for (size_t b = bucket + 1; b < kLatencyBuckets; ++b) {
+  for (size_t b = first_slow; b < kLatencyBuckets; ++b) {
     slow += interval.variant_latency[b];
     baseline_slow += interval.baseline_latency[b];
   }
@@ -309,7 +315,7 @@ void RolloutAnalyzer::addLatency(const IntervalEvidence& interval) {
   c.variant_events += slow;
   c.baseline_requests += baseline_total;
   c.baseline_events += baseline_slow;
-  c.threshold_us = latencyBucketUpperUs(bucket);
+  c.threshold_us = threshold_us;
   addOneSample(c.llr, c.tolerated, variant_total, slow);
   if (logMixture(c.llr) >= std::log(1 / alpha_e_)) c.failed = true;
 }
@@ -378,9 +384,13 @@ CheckResult RolloutAnalyzer::latencyResult() const {
     return r;
   }
   r.summary = variant + " " + percent(rate(c.variant_events, c.variant_requests)) +
-              " slower than " + baseline + "'s " + quantile + " (" + durationText(c.threshold_us) +
-              ") over " + grouped(c.variant_requests) + " requests, tolerated " +
-              percent(c.tolerated) + ": " + verdictText(r.evidence, r.threshold, r.failed);
+              " slower than " + baseline + "'s " + quantile +
+              (settings_.latency_absolute_ms > 0
+                   ? " + " + durationText(settings_.latency_absolute_ms * 1000)
+                   : std::string()) +
+              " (" + durationText(c.threshold_us) + ") over " + grouped(c.variant_requests) +
+              " requests, tolerated " + percent(c.tolerated) + ": " +
+              verdictText(r.evidence, r.threshold, r.failed);
   return r;
 }
 

@@ -28,6 +28,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -99,6 +100,7 @@ class Run:
         self.proxy = None
         self.starts = 0
         self.loads = []
+        self.probe_statuses = []
         self.tag = "%s-%s" % (name, uuid.uuid4().hex[:6])
 
     def doc(self, weights, rollout=None, canary="canary", server=None, upstreams=None):
@@ -222,6 +224,7 @@ class Run:
                 r = c.request("GET", target or "/probe?case=%s" % self.tag,
                               headers=[("X-User-Id", k)])
                 v = r.header(HDR)
+                self.probe_statuses.append(r.status)
                 expect(v in VARIANTS, "probe key %s: variant header %r (status %d)"
                        % (k, v, r.status))
                 out[k] = v
@@ -509,7 +512,6 @@ def _():
         expect(err["failed"] and err["variant_events"] > 0,
                "error_ratio check: failed %r, variant_events %r" % (err["failed"],
                                                                     err["variant_events"]))
-        print("DEBUG", json.dumps(ro["checks"], indent=1), load.count(), passes)
         eq(events(ro)[-1], "fail", "last event")
         eq(run.journal()[-1]["event"], "fail", "last journal event")
         eq(run.weights(), {"blue": 50.0, "green": 50.0, "canary": 0.0}, "/status weights")
@@ -531,7 +533,8 @@ def _():
         eq(share(rs), 0.0, "canary share of the answers after the rollback")
         load.stop()
         no_errors(load)
-        expect(any(r[2] == 500 for r in load.results), "clients never saw a canary 500")
+        expect(500 in run.probe_statuses + [r[2] for r in load.results],
+               "clients never saw a canary 500")
         m = run.metrics()
         eq(rollout_metric(m, "switchyard_rollout_state", state="failed"), 1.0,
            "switchyard_rollout_state{failed}")
@@ -595,17 +598,20 @@ def _():
 
 # ---- 4. what is not an error ------------------------------------------------------------
 
-def disconnecting_clients(run, stop, sent, rate=20):
-    """Clients that send GET /sleep?ms=1000 and close the socket after 100 ms."""
+def disconnecting_clients(run, stop, sent, reset, rate=20):
+    """Clients that send GET /sleep?ms=1000 and close the socket after 100 ms: with a FIN
+    (close()), or with reset (SO_LINGER 0: an RST)."""
     rnd = random.Random()
     while not stop.is_set():
         try:
             s = socket.create_connection(("127.0.0.1", run.port), timeout=5)
-            s.sendall(build_request("GET", "/sleep?ms=1000&case=%s" % run.tag,
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(build_request("GET", "/sleep?ms=1000&case=%s&reset=%d" % (run.tag, reset),
                                     headers=[("X-User-Id", "gone-%012x" % rnd.getrandbits(48))]))
             stop.wait(0.1)  # the client gives up after 100 ms
             s.close()
-            sent.append(1)
+            sent.append(reset)
         except OSError:
             pass
         stop.wait(1.0 / rate)
@@ -620,8 +626,8 @@ def _():
         load = run.load(rate=200, threads=4, target="/status?code=404")
         stop = threading.Event()
         sent = []
-        threads = [threading.Thread(target=disconnecting_clients, args=(run, stop, sent),
-                                    daemon=True) for _ in range(2)]
+        threads = [threading.Thread(target=disconnecting_clients, args=(run, stop, sent, reset),
+                                    daemon=True) for reset in (0, 1)]
         for t in threads:
             t.start()
         seen_states = set()
@@ -644,11 +650,16 @@ def _():
         expect(err["variant_requests"] > 0, "no judged canary requests")
         no_errors(load)
         eq(sorted({r[2] for r in load.results}), [404], "statuses clients got")
-        expect(len(sent) >= 20, "only %d disconnecting clients" % len(sent))
-        # The disconnects did reach the canary, and were recorded as the client's doing.
-        gone = S.ups["canary"].find(lambda rec: rec["target"].startswith("/sleep")
-                                    and "case=%s" % run.tag in rec["target"])
-        expect(len(gone) >= 5, "only %d disconnecting requests reached the canary" % len(gone))
+        expect(sent.count(0) >= 10 and sent.count(1) >= 10,
+               "disconnecting clients: %d closed, %d reset" % (sent.count(0), sent.count(1)))
+        # The disconnects did reach the canary; the resets are recorded as the client's doing
+        # (a client's FIN after a complete request is taken as a half-close: it is answered).
+        for reset in (0, 1):
+            gone = S.ups["canary"].find(
+                lambda rec: rec["target"].startswith("/sleep") and "case=%s&reset=%d"
+                % (run.tag, reset) in rec["target"])
+            expect(len(gone) >= 3, "only %d disconnecting requests (reset=%d) reached the canary"
+                   % (len(gone), reset))
         m = run.metrics()
         client_ends = sum(v for (name, labels), v in m.items()
                           if name == "switchyard_requests_terminated_total"
@@ -945,18 +956,19 @@ def _():
         p = subprocess.run([str(proxy_binary()), "--check", "--config", str(f)],
                            capture_output=True, text=True, timeout=30)
         out = p.stdout + p.stderr
-        m = re.search(r"^%s:(\d+):(\d+): (%s): (.+)$" % (re.escape(str(f)), key), out, re.M)
+        m = re.search(r"^%s:(?P<line>\d+):(?P<col>\d+): (?P<key>%s): (?P<msg>.+)$"
+                      % (re.escape(str(f)), key), out, re.M)
         if p.returncode != 1 or m is None:
             problems.append("%s: exit %d, output %r (want 'FILE:LINE:COL: %s: message')"
                             % (what, p.returncode, out.strip(), key))
             continue
-        line = int(m.group(1))
+        line = int(m.group("line"))
         lines = text.splitlines()
         if leaf and not (1 <= line <= len(lines) and leaf in lines[line - 1]):
             problems.append("%s: line %d is %r, which does not hold %r (%r)" % (
                 what, line, lines[line - 1] if 1 <= line <= len(lines) else None, leaf,
                 out.strip()))
-        if what == "missing state_dir" and "state_dir" not in m.group(4):
+        if what == "missing state_dir" and "state_dir" not in m.group("key") + m.group("msg"):
             problems.append("%s: the message does not name state_dir: %r" % (what, out))
     eq(problems, [], "rejections")
 

@@ -24,6 +24,7 @@ config::RolloutAnalysis settings(std::optional<double> shadow = std::nullopt) {
   s.error_absolute = 0.002;
   s.latency_quantile = 0.95;
   s.latency_relative = 1.5;
+  s.latency_absolute_ms = 0;  // the statistics alone; the slack has its own case
   s.shadow_mismatch = shadow;
   return s;
 }
@@ -355,6 +356,36 @@ TEST_CASE("latency: the quantile waits for 10 / (1 - q) baseline requests") {
   a.addInterval(e);  // 300 baseline requests in the ring now
   CHECK(a.checks()[1].variant_requests == 100);
   CHECK(a.checks()[1].threshold_us == latencyBucketUpperUs(latencyBucket(40000)));
+}
+
+TEST_CASE("latency.absolute: a variant slower by less than the slack is never slow") {
+  // Blue answers in 200-400 us, canary in 1.2-1.4 ms: every canary request is slower than
+  // blue's p95, by about 1 ms. With the default 5 ms slack that is not slow at all; without
+  // a slack it fails within a few intervals.
+  for (const uint64_t slack_ms : {uint64_t{5}, uint64_t{0}}) {
+    config::RolloutAnalysis s = settings();
+    s.latency_absolute_ms = slack_ms;
+    RolloutAnalyzer a = analyzer(s);
+    std::mt19937_64 rng(7);
+    std::uniform_int_distribution<uint64_t> fast(200, 400), slow(1200, 1400);
+    for (int i = 0; i < 20; ++i) {
+      IntervalEvidence e;
+      e.variant = {200, 0};
+      e.baseline = {2000, 0};
+      for (int k = 0; k < 200; ++k) ++e.variant_latency[latencyBucket(slow(rng))];
+      for (int k = 0; k < 2000; ++k) ++e.baseline_latency[latencyBucket(fast(rng))];
+      a.addInterval(e);
+    }
+    const CheckResult latency = a.checks()[1];
+    MESSAGE("slack " << slack_ms << " ms: " << latency.summary);
+    if (slack_ms > 0) {
+      CHECK_FALSE(latency.failed);
+      CHECK(latency.variant_events == 0);
+      CHECK(latency.threshold_us >= 5000);
+    } else {
+      CHECK(latency.failed);
+    }
+  }
 }
 
 // --- Shadow mismatch ---
