@@ -168,7 +168,9 @@ RolloutAnalyzer::RolloutAnalyzer(const config::RolloutAnalysis& settings, config
                                  config::Variant baseline)
     : settings_(settings), variant_(variant), baseline_(baseline) {
   static_assert(kMultipliers.size() == kGrid);
-  const double alpha = 1 - settings_.confidence;
+  // Rounded to 12 decimals: 1 - 0.99 is 0.010000000000000009 in binary, and people read the
+  // thresholds (200, not 199.99999999999983).
+  const double alpha = std::round((1 - settings_.confidence) * 1e12) / 1e12;
   const int checks = 2 + (settings_.shadow_mismatch ? 1 : 0);
   alpha_e_ = alpha / checks;
   reset();

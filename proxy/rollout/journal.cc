@@ -109,6 +109,12 @@ std::unique_ptr<RolloutJournal> RolloutJournal::open(const std::string& state_di
     error = "cannot open " + path + ": " + std::strerror(errno);
     return nullptr;
   }
+  // The file's name must survive a crash as well as its lines: flush the directory too.
+  if (UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      !d || fsync(d.get()) != 0) {
+    error = "cannot flush " + dir + ": " + std::strerror(errno);
+    return nullptr;
+  }
   std::string text;
   char buf[16384];
   ssize_t n = 0;
