@@ -77,13 +77,13 @@ nlohmann::ordered_json recordJson(const RolloutRecord& r, bool with_checks) {
 std::optional<RolloutRecord> parseRecord(std::string_view line) {
   const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return std::nullopt;
-  const auto event = parseRolloutEvent(j.value("event", ""));
-  const auto state = parseRolloutState(j.value("state", ""));
-  if (!event || !state) return std::nullopt;
   RolloutRecord r;
-  r.event = *event;
-  r.state = *state;
   try {
+    const auto event = parseRolloutEvent(j.value("event", ""));
+    const auto state = parseRolloutState(j.value("state", ""));
+    if (!event || !state) return std::nullopt;
+    r.event = *event;
+    r.state = *state;
     r.at_ms = j.contains("at_ms") ? j.at("at_ms").get<int64_t>() : parseTimeMs(j.value("at", ""));
     r.stage = j.value("stage", 0u);
     r.percent = j.value("percent", 0.0);

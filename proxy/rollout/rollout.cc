@@ -45,7 +45,8 @@ bool sameAnalysis(const config::RolloutAnalysis& a, const config::RolloutAnalysi
          a.confidence == b.confidence && a.min_requests == b.min_requests &&
          a.error_relative == b.error_relative && a.error_absolute == b.error_absolute &&
          a.latency_quantile == b.latency_quantile && a.latency_relative == b.latency_relative &&
-         a.shadow_mismatch == b.shadow_mismatch && a.critical_error_ratio == b.critical_error_ratio;
+         a.latency_absolute_ms == b.latency_absolute_ms && a.shadow_mismatch == b.shadow_mismatch &&
+         a.critical_error_ratio == b.critical_error_ratio;
 }
 
 }  // namespace
@@ -85,15 +86,27 @@ void RolloutEngine::updateSettings(config::Rollout settings) {
   settings_ = std::move(settings);
   if (!same_arms || !same_analysis) {
     analyzer_ = RolloutAnalyzer(settings_.analysis, settings_.variant, settings_.baseline);
-    judge_from_ms_ = 0;  // rebase at the next tick
-    interval_open_ = false;
-    stage_base_set_ = false;
-    stage_judged_ = 0;
+    restartWindows();
   }
-  // Fewer stages than the one we are in: the last one is the current one.
-  const uint32_t stages = static_cast<uint32_t>(settings_.stages.size());
-  if (stage_ > stages) stage_ = stages;
-  if (active() || state_ == RolloutState::Complete) percent_ = stagePercent(stage_);
+  stage_ = clampedStage(stage_);
+  if (active() || state_ == RolloutState::Complete) {
+    const double percent = stagePercent(stage_);
+    if (percent != percent_) restartWindows();  // a new share: a new warm-up
+    percent_ = percent;
+  }
+}
+
+uint32_t RolloutEngine::clampedStage(uint32_t stage) const {
+  // Fewer stages than the one we are in (a reload, or a restart with a shorter list): the last
+  // one is the current one.
+  return std::min(stage, static_cast<uint32_t>(settings_.stages.size()));
+}
+
+void RolloutEngine::restartWindows() {
+  judge_from_ms_ = 0;  // the next tick starts the warm-up
+  interval_open_ = false;
+  stage_base_set_ = false;
+  stage_judged_ = 0;
 }
 
 double RolloutEngine::stagePercent(uint32_t stage) const {
@@ -111,7 +124,7 @@ void RolloutEngine::apply(RolloutRecord record, bool replayed) {
   const bool share_changed =
       record.percent != percent_ || record.stage != stage_ || record.event == RolloutEvent::Retry;
   state_ = record.state;
-  stage_ = record.stage;
+  stage_ = clampedStage(record.stage);
   // While the rollout holds a stage, its share is the stage's as configured now (a reload with
   // the same id may have changed it); otherwise what the record says (0 after a rollback).
   percent_ = active() || state_ == RolloutState::Complete ? stagePercent(stage_) : record.percent;
@@ -125,11 +138,10 @@ void RolloutEngine::apply(RolloutRecord record, bool replayed) {
   if (share_changed || replayed) {
     // A new share: the requests of the next `warmup` are not judged, and the stage's counts
     // start over. After a restart the counters of this process start from zero: the same.
-    judge_from_ms_ =
-        replayed ? 0 : record.at_ms + static_cast<int64_t>(settings_.analysis.warmup_ms);
-    interval_open_ = false;
-    stage_base_set_ = false;
-    stage_judged_ = 0;
+    restartWindows();
+    if (!replayed) {
+      judge_from_ms_ = record.at_ms + static_cast<int64_t>(settings_.analysis.warmup_ms);
+    }
   }
   history_.push_back(std::move(record));
 }
@@ -231,7 +243,10 @@ std::optional<RolloutRecord> RolloutEngine::tick(int64_t now_ms,
     }
   }
 
-  if (state_ == RolloutState::Paused || state_ == RolloutState::WaitingGate) return std::nullopt;
+  // (Stage 0 while active only comes from a journal edited by hand: hold it there.)
+  if (state_ == RolloutState::Paused || state_ == RolloutState::WaitingGate || stage_ == 0) {
+    return std::nullopt;
+  }
   const config::RolloutStage& stage = settings_.stages[stage_ - 1];
   if (now_ms < stage_started_ms_ + static_cast<int64_t>(stage.hold_ms)) return std::nullopt;
   if (stage_judged_ < a.min_requests) {

@@ -125,6 +125,10 @@ class RolloutEngine {
                        std::string reason) const;
   double stagePercent(uint32_t stage) const;
   bool active() const;  // running, holding, waiting_gate or paused
+  uint32_t clampedStage(uint32_t stage) const;
+  // The share changed (or the counters restarted): the warm-up starts again at the next tick,
+  // and the stage's counts start over.
+  void restartWindows();
   std::string checksLine() const;
 
   std::string route_;
