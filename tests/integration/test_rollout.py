@@ -4,14 +4,15 @@ load, and what clients got, what GET /rollouts, the journal, /status, /metrics, 
 and a notification receiver say.
 
   - a healthy canary goes through every stage (a manual gate opened by switchyard-ctl) to
-    complete, its share of the answers following the stage;
+    complete, its share of the answers following the stage; overrides still win;
   - a canary answering 10% 500s is rolled back and every user key gets exactly its previous
-    variant again (keys only ever moved from blue/green into canary);
+    variant again (keys only ever moved from blue/green into canary), also after a SIGKILL;
   - a canary 200 ms slower fails the latency check; on_failure = "pause" keeps the share;
-  - 4xx answers and clients that disconnect are not errors;
+  - 4xx answers and clients that disconnect (FIN or RST) are not errors;
   - too little traffic holds and never fails;
   - operator controls (pause, resume, promote, promote ?to=100, abort, retry; 409, 401);
-  - reload with the same id, a new id, the block removed; SIGKILL and restart;
+  - reload with the same id (and an invalid one), a new id, the block removed, the old id back;
+    SIGKILL mid-stage and restart; a start time in the future (pending);
   - validation (`switchyard --check`), notify_url (a receiver that works, one that is down).
 
 Every case runs its own proxy (own ports, own state_dir) for seconds: holds and intervals are
@@ -98,16 +99,18 @@ class Run:
         self.admin = free_port()
         self.token = None
         self.proxy = None
+        self.last_doc = None
         self.starts = 0
         self.loads = []
         self.probe_statuses = []
         self.tag = "%s-%s" % (name, uuid.uuid4().hex[:6])
 
-    def doc(self, weights, rollout=None, canary="canary", server=None, upstreams=None):
+    def doc(self, weights, rollout=None, canary="canary", server=None, upstreams=None,
+            overrides=()):
         pools = {"blue": [S.ups["blue"].addr], "green": [S.ups["green"].addr],
                  "canary": [S.ups[canary].addr]}
         ups = upstreams or {v: v for v in VARIANTS}
-        r = route("main", ups, weights)
+        r = route("main", ups, weights, overrides=overrides)
         if rollout is not None:
             r["rollout"] = rollout
         srv = {"state_dir": str(self.state_dir)}
@@ -122,6 +125,7 @@ class Run:
         d = self.dir / ("run%d" % self.starts)
         d.mkdir()
         self.proxy = Proxy(d, doc)
+        self.last_doc = doc
         return self.proxy
 
     def write(self, doc):
@@ -135,6 +139,7 @@ class Run:
         self.write(doc)
         r = self.post("/reload")
         eq(r.status, 200, "POST /reload (body %r)" % r.body)
+        self.last_doc = doc
         return r.json()["generation"]
 
     # -- admin --
@@ -401,7 +406,8 @@ def _():
     with case_run("healthy") as run:
         run.start(run.doc({"blue": 100, "green": 0, "canary": 0}, rollout_block(
             stage_list=stages((10, "2s"), (50, "2s", "manual"), (100, "2s")),
-            interval="1s")))
+            interval="1s"), overrides=[{"header": "X-Force", "regex": "^blue$",
+                                        "variant": "blue"}]))
         load = run.load(rate=250, threads=4)
         # Stage 1 (10%): the window between the first and the last time /rollouts said so.
         ro = run.wait_stage(1)
@@ -426,8 +432,13 @@ def _():
         ro = run.wait(lambda ro: ro["state"] == "complete", 15, "complete")
         t4 = time.monotonic()
         check_share(load.between(t3 + 0.1, t4), 100, "stage 3 (100%)")
-        # Complete keeps the share.
+        # Complete keeps the share; overrides still win over the rollout.
         measure(load, 0.5, 100, "after complete")
+        with Client(run.port) as c:
+            r = c.request("GET", "/forced?case=%s" % run.tag,
+                          headers=[("X-User-Id", "someone"), ("X-Force", "blue")])
+            eq((r.status, r.header(HDR), r.header("X-Upstream")), (200, "blue", "blue"),
+               "(status, variant, upstream) with the override header at 100%")
         load.stop()
         no_errors(load)
         eq(sorted({r[2] for r in load.results}), [200], "statuses clients got")
@@ -539,6 +550,14 @@ def _():
         eq(rollout_metric(m, "switchyard_rollout_state", state="failed"), 1.0,
            "switchyard_rollout_state{failed}")
         eq(rollout_metric(m, "switchyard_rollout_percent"), 0.0, "switchyard_rollout_percent")
+        # A crash after the rollback does not bring the canary back.
+        run.kill9()
+        run.start(run.last_doc)
+        ro2 = run.rollout()
+        eq((ro2["state"], ro2["stage"], ro2["percent"], ro2["history"]),
+           ("failed", ro["stage"], 0.0, ro["history"]),
+           "(state, stage, percent, history) after SIGKILL and restart")
+        eq(run.probe(keys), before, "variants of the 300 keys after the restart")
 
 
 # ---- 3. latency ----------------------------------------------------------------------
@@ -824,6 +843,14 @@ def _():
         eq(after["history"], ro["history"], "history after a reload with the same id")
         t = time.monotonic()
         check_share(load.wait_answers(t + 0.1, 200), 50, "after the reload with the same id")
+        # An invalid rollout block: 400, the old snapshot and the rollout's state stay.
+        run.write(run.doc(weights, rollout=block() | {"stages": stages((50, "1s"), (10, "1s"))}))
+        r = run.post("/reload")
+        eq(r.status, 400, "POST /reload of stages not increasing (body %r)" % r.body)
+        expect(b"stages[1].percent" in r.body, "the 400 names the key: %r" % r.body)
+        still = run.rollout()
+        eq((still["state"], still["stage"], still["percent"], still["history"]),
+           ("running", 2, 50.0, ro["history"]), "(state, stage, percent, history) after it")
         # A new id: a new rollout, at stage 1.
         run.reload(run.doc(weights, rollout=block("r2")))
         ro2 = run.rollout()
@@ -879,6 +906,39 @@ def _():
         load.stop()
         late = [e for e in load.errors if e[0] > t_ready + 0.5]
         eq(late, [], "exchanges that failed once the restarted proxy accepted")
+
+
+# ---- start at a given time -------------------------------------------------------------
+
+@cases.case("start = an RFC 3339 time: pending (stage 0, 0%, waiting for start) until then, "
+            "then stage 1")
+def _():
+    with case_run("pending") as run:
+        at = int(time.time()) + 3
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        block = rollout_block(stage_list=stages((50, "60s"), (100, "60s")))
+        block["start"] = start
+        run.start(run.doc({"blue": 100, "green": 0, "canary": 0}, rollout=block))
+        load = run.load(rate=100, threads=2)
+        ro = run.rollout()
+        eq((ro["state"], ro["stage"], ro["percent"], ro["waiting_for"], ro["next_transition"]),
+           ("pending", 0, 0.0, "start", start),
+           "(state, stage, percent, waiting_for, next_transition) before the start time")
+        eq(run.weights()["canary"], 0.0, "canary weight while pending")
+        t = time.monotonic()
+        rs = load.wait_answers(t, 50)
+        eq(share(rs), 0.0, "canary share while pending")
+        ro = run.wait(lambda ro: ro["state"] != "pending", 10, "the start time")
+        expect(time.time() >= at - 0.3, "started %.2f s before its start time" % (at - time.time()))
+        eq((ro["state"], ro["stage"], ro["percent"]), ("running", 1, 50.0),
+           "(state, stage, percent) after the start time")
+        eq(events(ro), ["start"], "history events")
+        expect(start in ro["history"][0]["reason"], "reason of the start event: %r"
+               % ro["history"][0]["reason"])
+        t = time.monotonic()
+        check_share(load.wait_answers(t + 0.1, 150), 50, "stage 1 after the start time")
+        load.stop()
+        no_errors(load)
 
 
 # ---- 9. validation ---------------------------------------------------------------------
