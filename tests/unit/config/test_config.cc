@@ -156,8 +156,18 @@ TEST_CASE("config/examples/demo.toml loads as documented") {
   CHECK(s.server.admin->text == "127.0.0.1:9901");
   CHECK(s.pools.size() == 4);
   CHECK(s.pools.at("demo-shadow").servers.at(0).text == "127.0.0.1:9004");
-  REQUIRE(s.routes.size() == 1);
-  const Route& route = s.routes[0];
+  REQUIRE(s.routes.size() == 2);
+  // The rollout route first (its path match must win over the catch-all).
+  const Route& checkout = s.routes[0];
+  CHECK(checkout.name == "checkout");
+  REQUIRE(checkout.rollout);
+  CHECK(checkout.rollout->variant == Variant::Canary);
+  CHECK(checkout.rollout->baseline == Variant::Blue);
+  REQUIRE(checkout.rollout->stages.size() == 4);
+  CHECK(checkout.rollout->stages.back().percent == 100.0);
+  CHECK(checkout.rollout->analysis.interval_ms == 1000);
+  CHECK(s.server.state_dir == "/tmp/switchyard-demo/state");
+  const Route& route = s.routes[1];
   CHECK(route.name == "demo");
   CHECK(route.salt == "demo");
   REQUIRE(route.keys.size() == 2);
