@@ -276,17 +276,6 @@ void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, boo
   }
 }
 
-namespace {
-
-std::string rfc3339(time_t t) {
-  tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-}  // namespace
 
 std::string AdminServer::renderMetrics() const {
   const config::SnapshotConstSharedPtr snapshot = backend_.snapshot();  // kept for the render
@@ -312,7 +301,7 @@ std::string AdminServer::renderStatus() const {
   j["version"] = SWITCHYARD_VERSION;
   j["config"] = backend_.configPath();
   j["generation"] = backend_.generation();
-  j["loaded_at"] = rfc3339(backend_.loadedAt());
+  j["loaded_at"] = formatTime(static_cast<int64_t>(backend_.loadedAt()) * 1000);
   j["draining"] = backend_.draining();
   nlohmann::ordered_json routes = nlohmann::ordered_json::array();
   for (const config::Route& r : snap->routes) {
@@ -372,7 +361,7 @@ std::string AdminServer::renderShadowDiffs() const {
   char hex[17];
   for (const ShadowDiff& d : backend_.shadowDiffs().latest()) {
     nlohmann::ordered_json j;
-    j["ts"] = rfc3339(d.ts);
+    j["ts"] = formatTime(static_cast<int64_t>(d.ts) * 1000);
     j["route"] = d.route;
     j["method"] = d.method;
     j["path"] = d.path;
