@@ -276,7 +276,6 @@ void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, boo
   }
 }
 
-
 std::string AdminServer::renderMetrics() const {
   const config::SnapshotConstSharedPtr snapshot = backend_.snapshot();  // kept for the render
   MetricsSources sources;
