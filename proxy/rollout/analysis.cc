@@ -278,7 +278,7 @@ void RolloutAnalyzer::addLatency(const IntervalEvidence& interval) {
   // >= 4x the variant's requests of this interval when the ring has them (see
   // kBaselineWindowFactor); all of the ring when it has fewer.
   const double q = settings_.latency_quantile;
-  const auto needed = static_cast<uint64_t>(std::ceil(10 / (1 - q) - 1e-9));
+  const uint64_t needed = latencyBaselineNeeded();
   LatencyHistogram sum{};
   uint64_t total = 0;
   const uint64_t wanted = std::max(needed, kBaselineWindowFactor * variant_total);
@@ -332,21 +332,33 @@ void RolloutAnalyzer::addShadow(const IntervalEvidence& interval) {
   if (logMixture(c.llr) >= std::log(1 / alpha_e_)) c.failed = true;
 }
 
-CheckResult RolloutAnalyzer::errorResult() const {
-  const CheckState& c = error_;
+uint64_t RolloutAnalyzer::latencyBaselineNeeded() const {
+  return static_cast<uint64_t>(std::ceil(10 / (1 - settings_.latency_quantile) - 1e-9));
+}
+
+// The figures every check reports as they stand; the evidence of its (first) mixture.
+CheckResult RolloutAnalyzer::baseResult(CheckKind kind, const CheckState& c) const {
   CheckResult r;
-  r.kind = CheckKind::ErrorRatio;
+  r.kind = kind;
   r.threshold = 1 / alpha_e_;
-  // The absolute test's e-value scaled to the same threshold (its own is 2 / alpha_e), so that
-  // evidence >= threshold exactly when both tests reject.
-  r.evidence = std::min(evidenceOf(logMixture(c.llr)),
-                        evidenceOf(logMixture(c.absolute_llr) - std::log(2.0)));
+  r.evidence = evidenceOf(logMixture(c.llr));
   r.failed = c.failed;
   r.variant_requests = c.variant_requests;
   r.variant_events = c.variant_events;
   r.baseline_requests = c.baseline_requests;
   r.baseline_events = c.baseline_events;
   r.tolerated = c.tolerated;
+  r.threshold_us = c.threshold_us;
+  return r;
+}
+
+CheckResult RolloutAnalyzer::errorResult() const {
+  const CheckState& c = error_;
+  CheckResult r = baseResult(CheckKind::ErrorRatio, c);
+  // The absolute test's e-value scaled to the same threshold (its own is 2 / alpha_e), so that
+  // evidence >= threshold exactly when both tests reject.
+  r.evidence = std::min(evidenceOf(logMixture(c.llr)),
+                        evidenceOf(logMixture(c.absolute_llr) - std::log(2.0)));
   const std::string variant = config::variantName(variant_);
   if (c.variant_requests == 0) {
     r.summary = variant + ": no judged requests yet";
@@ -364,25 +376,13 @@ CheckResult RolloutAnalyzer::errorResult() const {
 
 CheckResult RolloutAnalyzer::latencyResult() const {
   const CheckState& c = latency_;
-  CheckResult r;
-  r.kind = CheckKind::Latency;
-  r.threshold = 1 / alpha_e_;
-  r.evidence = evidenceOf(logMixture(c.llr));
-  r.failed = c.failed;
-  r.variant_requests = c.variant_requests;
-  r.variant_events = c.variant_events;
-  r.baseline_requests = c.baseline_requests;
-  r.baseline_events = c.baseline_events;
-  r.tolerated = c.tolerated;
-  r.threshold_us = c.threshold_us;
+  CheckResult r = baseResult(CheckKind::Latency, c);
   const std::string variant = config::variantName(variant_);
   const std::string baseline = config::variantName(baseline_);
   const std::string quantile = quantileText(settings_.latency_quantile);
   if (c.variant_requests == 0) {
-    const auto needed =
-        static_cast<uint64_t>(std::ceil(10 / (1 - settings_.latency_quantile) - 1e-9));
-    r.summary = variant + ": no latency judged yet (needs " + grouped(needed) + " " + baseline +
-                " requests for its " + quantile + ")";
+    r.summary = variant + ": no latency judged yet (needs " + grouped(latencyBaselineNeeded()) +
+                " " + baseline + " requests for its " + quantile + ")";
     return r;
   }
   r.summary = variant + " " + percent(rate(c.variant_events, c.variant_requests)) +
@@ -398,14 +398,7 @@ CheckResult RolloutAnalyzer::latencyResult() const {
 
 CheckResult RolloutAnalyzer::shadowResult() const {
   const CheckState& c = shadow_;
-  CheckResult r;
-  r.kind = CheckKind::ShadowMismatch;
-  r.threshold = 1 / alpha_e_;
-  r.evidence = evidenceOf(logMixture(c.llr));
-  r.failed = c.failed;
-  r.variant_requests = c.variant_requests;
-  r.variant_events = c.variant_events;
-  r.tolerated = c.tolerated;
+  CheckResult r = baseResult(CheckKind::ShadowMismatch, c);
   const std::string variant = config::variantName(variant_);
   if (c.variant_requests == 0) {
     r.summary = variant + ": no shadow comparisons yet";

@@ -135,6 +135,9 @@ class RolloutAnalyzer {
   void addLatency(const IntervalEvidence& interval);
   void addShadow(const IntervalEvidence& interval);
   double baselineUpperBound();  // U_b over all judged baseline requests so far (cached)
+  CheckResult baseResult(CheckKind kind, const CheckState& c) const;
+  // Baseline requests the latency threshold needs: 10 / (1 - quantile).
+  uint64_t latencyBaselineNeeded() const;
   CheckResult errorResult() const;
   CheckResult latencyResult() const;
   CheckResult shadowResult() const;

@@ -5,13 +5,13 @@
 
 #include "common/c_deleter.h"
 #include "common/log.h"
+#include "proxy/net/libevent_ptr.h"
 
 namespace sy::proxy {
 namespace {
 
 using EvHttpConnectionPtr = std::unique_ptr<evhttp_connection, CDeleter<&evhttp_connection_free>>;
 using EvHttpUriPtr = std::unique_ptr<evhttp_uri, CDeleter<&evhttp_uri_free>>;
-using TimerPtr = std::unique_ptr<event, CDeleter<&event_free>>;
 
 constexpr int kAttempts = 4;  // the first and 3 retries
 constexpr int kTimeoutSeconds = 2;
@@ -28,7 +28,7 @@ struct RolloutNotifier::Delivery {
   std::function<void()> failed;
   int attempt = 0;
   EvHttpConnectionPtr conn;
-  TimerPtr timer;  // the next attempt, or the clean-up after an answer
+  EventPtr timer;  // the next attempt, or the clean-up after an answer
 
   // Runs on the timer: the next attempt, or (conn set and done) the clean-up.
   bool done = false;

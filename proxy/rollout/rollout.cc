@@ -6,15 +6,18 @@
 namespace sy::proxy {
 namespace {
 
-// "10:42:17" (UTC), for verdicts.
-std::string clockTime(int64_t unix_ms) {
+// `unix_ms` in UTC, as strftime writes it with `format`.
+std::string utcTime(int64_t unix_ms, const char* format) {
   const time_t t = static_cast<time_t>(unix_ms / 1000);
   tm tm{};
   gmtime_r(&t, &tm);
-  char buf[16];
-  strftime(buf, sizeof(buf), "%H:%M:%S", &tm);
+  char buf[32];
+  strftime(buf, sizeof(buf), format, &tm);
   return buf;
 }
+
+// "10:42:17" (UTC), for verdicts.
+std::string clockTime(int64_t unix_ms) { return utcTime(unix_ms, "%H:%M:%S"); }
 
 std::string percentText(double percent) {
   char buf[32];
@@ -51,14 +54,7 @@ bool sameAnalysis(const config::RolloutAnalysis& a, const config::RolloutAnalysi
 
 }  // namespace
 
-std::string formatTime(int64_t unix_ms) {
-  const time_t t = static_cast<time_t>(unix_ms / 1000);
-  tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string formatTime(int64_t unix_ms) { return utcTime(unix_ms, "%Y-%m-%dT%H:%M:%SZ"); }
 
 std::optional<RolloutState> parseRolloutState(std::string_view name) {
   for (size_t i = 0; i < kRolloutStates; ++i) {
@@ -129,12 +125,8 @@ void RolloutEngine::apply(RolloutRecord record, bool replayed) {
   // the same id may have changed it); otherwise what the record says (0 after a rollback).
   percent_ = active() || state_ == RolloutState::Complete ? stagePercent(stage_) : record.percent;
   stage_started_ms_ = record.stage_started_ms;
-  since_ms_ = record.at_ms;
   if (record.event == RolloutEvent::Pause) paused_at_ms_ = record.at_ms;
-  if (record.event == RolloutEvent::Retry) {
-    analyzer_.reset();
-    failing_check_.clear();
-  }
+  if (record.event == RolloutEvent::Retry) analyzer_.reset();
   if (share_changed || replayed) {
     // A new share: the requests of the next `warmup` are not judged, and the stage's counts
     // start over. After a restart the counters of this process start from zero: the same.

@@ -137,7 +137,6 @@ class RolloutEngine {
   uint32_t stage_ = 0;
   double percent_ = 0.0;
   int64_t stage_started_ms_ = 0;
-  int64_t since_ms_ = 0;
   int64_t paused_at_ms_ = 0;
   std::vector<RolloutRecord> history_;
 
@@ -150,7 +149,6 @@ class RolloutEngine {
   bool stage_base_set_ = false;
   ArmCounts stage_base_;  // the variant's cumulative counters when the stage began
   uint64_t stage_judged_ = 0;
-  std::string failing_check_;  // the summary of the check that failed the rollout
 };
 
 // RFC 3339 UTC, e.g. "2026-12-02T10:42:17Z".

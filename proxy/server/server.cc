@@ -193,18 +193,17 @@ void Server::adopt(std::shared_ptr<config::Snapshot> loaded) {
   loaded->generation = ++generation_;
   loaded_ = loaded;
   loaded_at_ = time(nullptr);
-  if (rollouts_->empty()) {
-    snapshot_ = std::move(loaded);
-    return;
-  }
+  snapshot_ = rollouts_->empty() ? std::move(loaded) : withShares();
+}
+
+std::shared_ptr<config::Snapshot> Server::withShares() const {
   std::shared_ptr<config::Snapshot> derived = config::cloneSnapshot(*loaded_);
   rollouts_->applyShares(*derived);
-  snapshot_ = std::move(derived);
+  return derived;
 }
 
 void Server::publishShares() {
-  std::shared_ptr<config::Snapshot> derived = config::cloneSnapshot(*loaded_);
-  rollouts_->applyShares(*derived);
+  std::shared_ptr<config::Snapshot> derived = withShares();
   derived->generation = ++generation_;
   snapshot_ = std::move(derived);
   const Publication next = publication();

@@ -77,6 +77,8 @@ class Server : public AdminBackend {
   void adopt(std::shared_ptr<config::Snapshot> loaded);
   // A rollout's share changed: publishes a new generation of the same file with new weights.
   void publishShares();
+  // A copy of loaded_ with each rollout's share in its route's weights (same generation).
+  std::shared_ptr<config::Snapshot> withShares() const;
   // Starts or stops the file watcher to match server.watch_config of the current snapshot.
   void updateWatcher();
   // The watcher saw a change: reload if the content differs from what was last read.

@@ -314,6 +314,18 @@ HttpRequest requestTo(const AdminTarget& t, const char* method, const char* path
   return r;
 }
 
+void addToken(const Parsed& p, HttpRequest& req) {
+  if (p.has("--token") && !p.one("--token").empty()) {
+    req.headers.emplace_back("Authorization", "Bearer " + p.one("--token"));
+  }
+}
+
+// The admin endpoint did not answer at all (refused, timed out).
+CtlError noAnswer(const std::string& command, const AdminTarget& t, const HttpResponse& resp) {
+  return failure(command + ": no answer from the admin endpoint " + t.host_header + ": " +
+                 resp.error);
+}
+
 std::string trimmedBody(const std::string& body) {
   std::string b = body;
   while (!b.empty() && (b.back() == '\n' || b.back() == '\r')) b.pop_back();
@@ -334,15 +346,9 @@ int cmdReload(const std::vector<std::string>& args, std::ostream& out, std::ostr
   const AdminTarget& t = std::get<AdminTarget>(target);
 
   HttpRequest req = requestTo(t, "POST", "/reload");
-  if (p.has("--token") && !p.one("--token").empty()) {
-    req.headers.emplace_back("Authorization", "Bearer " + p.one("--token"));
-  }
+  addToken(p, req);
   const HttpResponse resp = http(req);
-  if (resp.status == 0) {
-    return report(
-        failure("reload: no answer from the admin endpoint " + t.host_header + ": " + resp.error),
-        err);
-  }
+  if (resp.status == 0) return report(noAnswer("reload", t, resp), err);
   const std::string body = trimmedBody(resp.body);
   if (resp.status == 200) {
     out << body << '\n';
@@ -374,11 +380,7 @@ int cmdStatus(const std::vector<std::string>& args, std::ostream& out, std::ostr
   const AdminTarget& t = std::get<AdminTarget>(target);
 
   const HttpResponse resp = http(requestTo(t, "GET", "/status"));
-  if (resp.status == 0) {
-    return report(
-        failure("status: no answer from the admin endpoint " + t.host_header + ": " + resp.error),
-        err);
-  }
+  if (resp.status == 0) return report(noAnswer("status", t, resp), err);
   if (resp.status != 200) {
     err << "switchyard-ctl: status: HTTP " << resp.status << " from " << t.host_header << '\n';
     if (!resp.body.empty()) err << trimmedBody(resp.body) << '\n';
@@ -388,12 +390,6 @@ int cmdStatus(const std::vector<std::string>& args, std::ostream& out, std::ostr
   if (auto* e = std::get_if<CtlError>(&text)) return report(*e, err);
   out << std::get<std::string>(text);
   return kExitOk;
-}
-
-void addToken(const Parsed& p, HttpRequest& req) {
-  if (p.has("--token") && !p.one("--token").empty()) {
-    req.headers.emplace_back("Authorization", "Bearer " + p.one("--token"));
-  }
 }
 
 // A failed admin call: why, and the server's words.
@@ -423,11 +419,7 @@ int cmdRolloutStatus(const std::string& command, const Parsed& p, std::ostream& 
   HttpRequest req = requestTo(t, "GET", path.c_str());
   addToken(p, req);
   const HttpResponse resp = http(req);
-  if (resp.status == 0) {
-    return report(failure(command + ": no answer from the admin endpoint " + t.host_header + ": " +
-                          resp.error),
-                  err);
-  }
+  if (resp.status == 0) return report(noAnswer(command, t, resp), err);
   if (resp.status != 200) {
     std::string what = "GET " + path + " failed";
     if (resp.status == 404) {
@@ -470,11 +462,7 @@ int cmdRolloutAction(const std::string& command, const std::string& action, cons
     req.headers.emplace_back("Content-Type", "application/json");
   }
   const HttpResponse resp = http(req);
-  if (resp.status == 0) {
-    return report(failure(command + ": no answer from the admin endpoint " + t.host_header + ": " +
-                          resp.error),
-                  err);
-  }
+  if (resp.status == 0) return report(noAnswer(command, t, resp), err);
   if (resp.status != 200) {
     std::string what = action + " failed";
     if (resp.status == 404) what = "no rollout on route \"" + route + "\"";
