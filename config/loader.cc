@@ -420,6 +420,12 @@ void readServer(TableReader& r, RawServer& server) {
     t.read("max_body_bytes", limits.max_body_bytes);
     t.read("max_connections", limits.max_connections);
   });
+  readTable(r, "http2", server.http2, [](TableReader& t, RawHttp2& http2) {
+    t.read("max_concurrent_streams", http2.max_concurrent_streams);
+    t.read("initial_window_bytes", http2.initial_window_bytes);
+    t.read("max_header_list_bytes", http2.max_header_list_bytes);
+  });
+  r.read("http2_cleartext", server.http2_cleartext);
 }
 
 void readCertificate(TableReader& r, RawCertificate& cert, bool with_names) {
@@ -433,6 +439,7 @@ RawListener readListener(TableReader& r) {
   RawListener listener;
   listener.origin = r.origin();
   r.read("address", listener.address);
+  r.read("http2", listener.http2);
   readTable(r, "tls", listener.tls,
             [](TableReader& t, RawCertificate& cert) { readCertificate(t, cert, false); });
   readTables(r, "sni",

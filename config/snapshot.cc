@@ -111,6 +111,12 @@ class Compiler {
     assign(out.limits.max_header_bytes, limits.max_header_bytes);
     assign(out.limits.max_body_bytes, limits.max_body_bytes);
     assign(out.limits.max_connections, limits.max_connections);
+
+    const RawHttp2& http2 = server.http2.value;
+    assign(out.http2.max_concurrent_streams, http2.max_concurrent_streams);
+    assign(out.http2.initial_window_bytes, http2.initial_window_bytes);
+    assign(out.http2.max_header_list_bytes, http2.max_header_list_bytes);
+    assign(out.http2_cleartext, server.http2_cleartext);
   }
 
   TlsCertificate compileCertificate(const RawCertificate& cert) const {
@@ -126,6 +132,7 @@ class Compiler {
   // One TlsListener per resolved address, as for server.listen.
   void compileListener(const RawListener& listener, std::vector<TlsListener>& out) {
     TlsListener compiled;
+    assign(compiled.http2, listener.http2);
     compiled.default_cert = compileCertificate(listener.tls.value);
     for (const RawCertificate& cert : listener.sni) {
       compiled.sni.push_back(compileCertificate(cert));
@@ -133,7 +140,8 @@ class Compiler {
     // Certificates are read at every (re)load: a bad one fails the load, naming the file.
     if (errors_.empty() && listener.tls.ok) {
       size_t failed = 0;
-      if (auto error = buildServerTls(compiled.default_cert, compiled.sni, compiled.tls, &failed)) {
+      if (auto error = buildServerTls(compiled.default_cert, compiled.sni, compiled.http2,
+                                      compiled.tls, &failed)) {
         const RawCertificate& cert =
             failed < listener.sni.size() ? listener.sni[failed] : listener.tls.value;
         const TlsCertificate& files =

@@ -53,6 +53,13 @@ struct Limits {
   uint32_t max_connections = 10000;
 };
 
+// [server.http2] (SPEC §12): the SETTINGS of every HTTP/2 connection.
+struct Http2Settings {
+  uint32_t max_concurrent_streams = 128;
+  uint32_t initial_window_bytes = 65535;  // per stream
+  uint64_t max_header_list_bytes = 65536;
+};
+
 struct ServerSettings {
   std::vector<SocketAddress> listen;  // plain-HTTP listeners
   uint32_t workers = 0;               // 0 = one per CPU core (resolved by the server, not here)
@@ -64,6 +71,8 @@ struct ServerSettings {
   std::string state_dir;  // rollout journals (SPEC §11); "" = none (no route has a rollout)
   Timeouts timeouts;
   Limits limits;
+  Http2Settings http2;
+  bool http2_cleartext = false;  // plain listeners also accept HTTP/2 with prior knowledge
 };
 
 struct TlsCertificate {
@@ -78,6 +87,7 @@ struct TlsListener {
   SocketAddress address;
   TlsCertificate default_cert;
   std::vector<TlsCertificate> sni;
+  bool http2 = true;                     // ALPN offers h2 besides http/1.1
   std::shared_ptr<const ServerTls> tls;  // compiled contexts (config/tls_context.h)
 };
 

@@ -17,12 +17,18 @@ constexpr const char* kCiphers12 =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
+// ALPN offers in preference order (the server's order wins: h2 whenever the client offers it).
+constexpr unsigned char kOfferH2[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kOfferH1[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+// `arg`: non-null when the listener speaks HTTP/2.
 int selectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-               unsigned int inlen, void*) {
-  // Only HTTP/1.1 for now; h2 would be offered here first.
-  static const unsigned char kOffer[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+               unsigned int inlen, void* arg) {
+  const bool h2 = arg != nullptr;
+  const unsigned char* offer = h2 ? kOfferH2 : kOfferH1;
+  const unsigned int offer_len = h2 ? sizeof(kOfferH2) : sizeof(kOfferH1);
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, outlen, kOffer, sizeof(kOffer), in, inlen) !=
+  if (SSL_select_next_proto(&selected, outlen, offer, offer_len, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED) {
     return SSL_TLSEXT_ERR_NOACK;  // no ALPN in the answer; the client may still speak 1.1
   }
@@ -56,7 +62,7 @@ int onClientHello(SSL* ssl, int*, void* arg) {
 }
 
 std::optional<std::string> makeServerContext(const TlsCertificate& cert, std::string_view sid,
-                                             SslCtxPtr& out) {
+                                             bool http2, SslCtxPtr& out) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   if (!ctx) return "cannot create a TLS context: " + lastOpenSslError();
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
@@ -66,7 +72,9 @@ std::optional<std::string> makeServerContext(const TlsCertificate& cert, std::st
                                      SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_cipher_list(ctx.get(), kCiphers12);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_alpn_select_cb(ctx.get(), &selectAlpn, nullptr);
+  // (Any non-null argument means h2; the callback never dereferences it.)
+  SSL_CTX_set_alpn_select_cb(ctx.get(), &selectAlpn,
+                             http2 ? const_cast<unsigned char*>(kOfferH2) : nullptr);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER);
   // A session belongs to the certificate it was made with: resuming it under another SNI name
   // would skip that name's certificate. Distinct ids make OpenSSL refuse such a resumption.
@@ -117,19 +125,19 @@ SSL_CTX* ServerTls::select(std::string_view servername) const {
 }
 
 std::optional<std::string> buildServerTls(const TlsCertificate& default_cert,
-                                          const std::vector<TlsCertificate>& sni,
+                                          const std::vector<TlsCertificate>& sni, bool http2,
                                           std::shared_ptr<const ServerTls>& out,
                                           size_t* failed_sni) {
   auto tls = std::make_shared<ServerTls>();
   SslCtxPtr ctx;
-  if (auto error = makeServerContext(default_cert, "sy-default", ctx)) {
+  if (auto error = makeServerContext(default_cert, "sy-default", http2, ctx)) {
     *failed_sni = SIZE_MAX;
     return error;
   }
   tls->default_ctx_ = shareSslCtx(std::move(ctx));
   for (size_t i = 0; i < sni.size(); ++i) {
     SslCtxPtr sni_ctx;
-    if (auto error = makeServerContext(sni[i], "sy-sni-" + std::to_string(i), sni_ctx)) {
+    if (auto error = makeServerContext(sni[i], "sy-sni-" + std::to_string(i), http2, sni_ctx)) {
       *failed_sni = i;
       return error;
     }

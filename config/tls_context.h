@@ -3,11 +3,11 @@
 // shared read-only by every worker (SSL_CTX is safe for concurrent SSL_new).
 //
 // Downstream: TLS 1.2 and 1.3 only, a modern cipher list with server preference, ALPN
-// http/1.1, SNI choosing among the listener's certificates (exact names, then "*.suffix"
-// wildcards, then the listener's default). Session tickets use OpenSSL's per-context random
-// keys, so every reload rotates them.
-// Upstream: TLS 1.2+, peer verification against ca_file (or the system store) with hostname
-// (or IP) checks, SNI from `sni` or the host part of the server address.
+// h2 (with `http2`, preferred) and http/1.1, SNI choosing among the listener's certificates (exact
+// names, then "*.suffix" wildcards, then the listener's default). Session tickets use OpenSSL's
+// per-context random keys, so every reload rotates them. Upstream: TLS 1.2+, peer verification
+// against ca_file (or the system store) with hostname (or IP) checks, SNI from `sni` or the host
+// part of the server address.
 //
 // Thread: building: main. Using: any.
 
@@ -31,18 +31,18 @@ class ServerTls {
 
  private:
   friend std::optional<std::string> buildServerTls(const TlsCertificate&,
-                                                   const std::vector<TlsCertificate>&,
+                                                   const std::vector<TlsCertificate>&, bool,
                                                    std::shared_ptr<const ServerTls>&, size_t*);
   SslCtxShared default_ctx_;
   // Lower-case names: "shop.example.com", or ".shop.example.com" for "*.shop.example.com".
   std::vector<std::pair<std::string, SslCtxShared>> by_name_;
 };
 
-// Builds the contexts of one listener. On failure returns the reason (OpenSSL's, with the file
-// named) and sets *failed_sni to the index of the failing SNI certificate, or to SIZE_MAX when
-// the default certificate failed.
+// Builds the contexts of one listener; with `http2` ALPN offers h2 before http/1.1. On failure
+// returns the reason (OpenSSL's, with the file named) and sets *failed_sni to the index of the
+// failing SNI certificate, or to SIZE_MAX when the default certificate failed.
 std::optional<std::string> buildServerTls(const TlsCertificate& default_cert,
-                                          const std::vector<TlsCertificate>& sni,
+                                          const std::vector<TlsCertificate>& sni, bool http2,
                                           std::shared_ptr<const ServerTls>& out,
                                           size_t* failed_sni);
 

@@ -161,6 +161,16 @@ class Validator {
     checkPositive(timeouts.upstream_response_ms);
     checkPositive(server.limits.value.max_header_bytes);
     checkPositive(server.limits.value.max_connections);
+    const RawHttp2& http2 = server.http2.value;
+    checkPositive(http2.max_concurrent_streams);
+    // RFC 9113 §6.5.2: SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1 is a connection error.
+    if (http2.initial_window_bytes.ok &&
+        (http2.initial_window_bytes.value == 0 || http2.initial_window_bytes.value > 0x7fffffffu)) {
+      error(http2.initial_window_bytes.origin, "must be between 1 and 2147483647");
+    }
+    if (http2.max_header_list_bytes.ok && http2.max_header_list_bytes.value < 1024) {
+      error(http2.max_header_list_bytes.origin, "must be >= 1024");
+    }
   }
 
   void checkCertificate(const RawCertificate& cert, bool with_names) {

@@ -69,6 +69,11 @@ struct RawLimits {
   Field<uint32_t> max_connections;
 };
 
+struct RawHttp2 {
+  Field<uint32_t> max_concurrent_streams, initial_window_bytes;
+  Field<uint64_t> max_header_list_bytes;
+};
+
 struct RawServer {
   Field<StringList> listen;
   Field<uint32_t> workers;
@@ -77,6 +82,8 @@ struct RawServer {
   Field<std::string> state_dir;
   Field<RawTimeouts> timeouts;
   Field<RawLimits> limits;
+  Field<RawHttp2> http2;
+  Field<bool> http2_cleartext;
 };
 
 // listener.tls (without names) or one [[listener.sni]].
@@ -91,6 +98,7 @@ struct RawListener {
   Field<std::string> address;
   Field<RawCertificate> tls;
   std::vector<RawCertificate> sni;
+  Field<bool> http2;
 };
 
 struct RawHealth {

@@ -563,6 +563,12 @@ void Exchange::recordOutcome(int status, Termination termination) {
     e.host = findHeader(head_->headers, "host").value_or("");
     e.path = head_->target;
   }
+  if (connection_.http2) {
+    e.protocol = "HTTP/2";
+  } else {
+    e.protocol = head_ != nullptr && head_->http_major == 1 && head_->http_minor == 0 ? "HTTP/1.0"
+                                                                                      : "HTTP/1.1";
+  }
   e.status = status;
   e.bytes_out = encoder_.bytesEncoded();
   e.duration_ms = static_cast<double>(duration_us) / 1000.0;

@@ -195,12 +195,8 @@ void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
   out.append(kCrlf);
 }
 
-void appendDownstreamResponseHead(std::string& out, const ResponseHead& head,
-                                  const ResponseRewrite& rw) {
-  out.append("HTTP/1.1 ");
-  appendNumber(out, head.status);
-  out.append(" ").append(head.reason.empty() ? reasonPhrase(head.status) : head.reason);
-  out.append(kCrlf);
+void forEachDownstreamResponseHeader(const ResponseHead& head, const ResponseRewrite& rw,
+                                     const HeaderSink& emit) {
   // Content-Length of a body-less response (HEAD, 304) describes the representation and is
   // passed on; otherwise the framing header is ours.
   const bool keep_length = rw.framing == BodyFraming::None;
@@ -211,21 +207,44 @@ void appendDownstreamResponseHead(std::string& out, const ResponseHead& head,
     if (check_connection && namedByConnection(h.name, head.headers)) continue;
     if (!keep_length && field == Field::ContentLength) continue;
     if (!rw.variant_header.empty() && equalsIgnoreCase(h.name, rw.variant_header)) continue;
-    appendHeader(out, h.name, h.value);
+    emit(h.name, h.value);
   }
-  if (!rw.variant_header.empty()) appendHeader(out, rw.variant_header, rw.variant);
+  if (!rw.variant_header.empty()) emit(rw.variant_header, rw.variant);
   if (!rw.set_cookie.empty()) {
-    out.append("Set-Cookie: ").append(rw.set_cookie).append("; Path=/; HttpOnly; SameSite=Lax\r\n");
+    std::string cookie;
+    cookie.reserve(rw.set_cookie.size() + 32);
+    cookie.append(rw.set_cookie).append("; Path=/; HttpOnly; SameSite=Lax");
+    emit("Set-Cookie", cookie);
   }
-  if (!keep_length) appendFraming(out, rw.framing, rw.content_length);
+  if (!keep_length) {
+    if (rw.framing == BodyFraming::ContentLength) {
+      char buf[24];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), rw.content_length);
+      (void)ec;
+      emit("Content-Length", std::string_view(buf, static_cast<size_t>(end - buf)));
+    } else if (rw.framing == BodyFraming::Chunked) {
+      emit("Transfer-Encoding", "chunked");
+    }
+  }
   if (rw.upgrade) {
-    if (auto up = findHeader(head.headers, "upgrade")) appendHeader(out, "Upgrade", *up);
-    out.append("Connection: upgrade\r\n");
+    if (auto up = findHeader(head.headers, "upgrade")) emit("Upgrade", *up);
+    emit("Connection", "upgrade");
   } else if (!rw.keep_alive) {
-    out.append("Connection: close\r\n");
+    emit("Connection", "close");
   } else if (rw.http10_client) {
-    out.append("Connection: keep-alive\r\n");
+    emit("Connection", "keep-alive");
   }
+}
+
+void appendDownstreamResponseHead(std::string& out, const ResponseHead& head,
+                                  const ResponseRewrite& rw) {
+  out.append("HTTP/1.1 ");
+  appendNumber(out, head.status);
+  out.append(" ").append(head.reason.empty() ? reasonPhrase(head.status) : head.reason);
+  out.append(kCrlf);
+  forEachDownstreamResponseHeader(head, rw, [&out](std::string_view name, std::string_view value) {
+    appendHeader(out, name, value);
+  });
   out.append(kCrlf);
 }
 

@@ -29,6 +29,7 @@ struct ConnectionInfo {
   std::string_view client_ip;             // the peer address as text (X-Forwarded-For, access log)
   const ClientIp* client_addr = nullptr;  // the peer address (routing by client_ip)
   bool tls = false;                       // X-Forwarded-Proto https
+  bool http2 = false;                     // an HTTP/2 stream (else HTTP/1.x)
 };
 
 // What the connection learned from the request head besides the head itself.

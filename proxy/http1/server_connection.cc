@@ -1,7 +1,5 @@
 #include "proxy/http1/server_connection.h"
 
-#include <event2/bufferevent_ssl.h>
-
 #include "common/log.h"
 #include "config/tls_context.h"
 #include "proxy/http/rewrite.h"
@@ -35,32 +33,32 @@ std::unique_ptr<ServerConnection> ServerConnection::create(
     const std::string& listener_address, const config::ServerTls* tls) {
   std::unique_ptr<Transport> transport;
   if (tls != nullptr) {
-    config::SslPtr ssl(SSL_new(tls->defaultContext()));
-    BufferEventPtr bev;
-    if (ssl) {
-      // The bufferevent owns the SSL and the fd from here (BEV_OPT_CLOSE_ON_FREE).
-      bev.reset(bufferevent_openssl_socket_new(worker.base(), fd.get(), ssl.get(),
-                                               BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
-      if (bev) {
-        ssl.release();
-        fd.release();
-      }
-    }
-    if (!bev) return nullptr;  // (fd closes here)
-    // Most clients close without a close_notify; that is the end of the stream, not an error.
-    bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
-    transport = std::make_unique<TlsTransport>(std::move(bev));
+    transport = TlsTransport::accepted(worker.base(), std::move(fd), tls->defaultContext());
   } else {
     transport = PlainTransport::accepted(worker.base(), std::move(fd));
-    if (!transport) return nullptr;
   }
+  if (!transport) return nullptr;
+  // The SNI callback reads the snapshot's ServerTls: keep it alive as long as this connection.
+  return create(worker, factory, owner, current, std::move(transport), peer, listener_address,
+                tls != nullptr ? current : nullptr);
+}
+
+std::unique_ptr<ServerConnection> ServerConnection::create(
+    WorkerContext& worker, ExchangeFactory& factory, Owner& owner,
+    const config::SnapshotConstSharedPtr& current, std::unique_ptr<Transport> transport,
+    const sockaddr* peer, const std::string& listener_address,
+    config::SnapshotConstSharedPtr tls_snapshot) {
   std::unique_ptr<ServerConnection> conn(
       new ServerConnection(worker, factory, owner, current, std::move(transport), peer));
   if (!conn->timer_.ok()) return nullptr;
   conn->listener_address_ = listener_address;
-  // The SNI callback reads the snapshot's ServerTls: keep it alive as long as this connection.
-  if (tls != nullptr) conn->tls_snapshot_ = current;
+  conn->tls_snapshot_ = std::move(tls_snapshot);
   return conn;
+}
+
+void ServerConnection::start() {
+  FlushOnExit flush(*this);
+  if (evbuffer_get_length(client_->input()) > 0) processInput();
 }
 
 ServerConnection::ServerConnection(WorkerContext& worker, ExchangeFactory& factory, Owner& owner,

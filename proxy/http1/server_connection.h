@@ -17,13 +17,14 @@
 #include "config/snapshot.h"
 #include "proxy/http/server_exchange.h"
 #include "proxy/http1/http_codec.h"
+#include "proxy/net/client_connection.h"
 #include "proxy/net/lazy_timer.h"
 #include "proxy/net/transport.h"
 #include "proxy/net/worker_context.h"
 
 namespace sy::proxy {
 
-class ServerConnection final : public Deferrable,
+class ServerConnection final : public ClientConnection,
                                public ResponseEncoder,
                                private Transport::Handler,
                                private MessageDecoder::BodySink {
@@ -42,13 +43,7 @@ class ServerConnection final : public Deferrable,
   // Draining: an idle keep-alive connection is closed once it has stayed idle this long.
   static constexpr uint32_t kDrainIdleMs = 1000;
 
-  class Owner {
-   public:
-    virtual ~Owner() = default;
-    // The connection is closed; the owner unlinks it and frees it later (never inside this
-    // call).
-    virtual void connectionClosed(ServerConnection* conn) = 0;
-  };
+  using Owner = ClientConnection::Owner;
 
   // Takes `fd` (accepted, non-blocking; closed when null is returned). With `tls`,
   // the connection starts with a TLS handshake (server side) and keeps `current` (the
@@ -60,14 +55,28 @@ class ServerConnection final : public Deferrable,
                                                   UniqueFd fd, const sockaddr* peer,
                                                   const std::string& listener_address,
                                                   const config::ServerTls* tls);
+  // Takes a stream another step accepted (and, for TLS, completed the handshake of: ALPN chose
+  // HTTP/1.1 or nothing; or a plain stream that is not HTTP/2). What it already read waits in
+  // its input until start(). `tls_snapshot`: kept alive with the connection (the one that owns
+  // the ServerTls of the handshake), or null.
+  static std::unique_ptr<ServerConnection> create(WorkerContext& worker, ExchangeFactory& factory,
+                                                  Owner& owner,
+                                                  const config::SnapshotConstSharedPtr& current,
+                                                  std::unique_ptr<Transport> transport,
+                                                  const sockaddr* peer,
+                                                  const std::string& listener_address,
+                                                  config::SnapshotConstSharedPtr tls_snapshot);
+  // Serves what the transport's input already holds (after create() from a transport, once
+  // the owner has linked the connection).
+  void start();
   ~ServerConnection() override;
   ServerConnection(const ServerConnection&) = delete;
   ServerConnection& operator=(const ServerConnection&) = delete;
 
   // Drain (or the listener went away): the response in progress says "Connection: close"
   // and the connection closes after it; an idle connection closes after kDrainIdleMs idle.
-  void closeWhenIdle();
-  const std::string& listenerAddress() const { return listener_address_; }
+  void closeWhenIdle() override;
+  const std::string& listenerAddress() const override { return listener_address_; }
 
   // ResponseEncoder.
   void encodeHead(const Head& head) override;

@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 
 #include "common/timeval.h"
+#include "config/openssl_ptr.h"
 
 namespace sy::proxy {
 namespace {
@@ -357,6 +358,30 @@ TlsTransport::TlsTransport(BufferEventPtr bev) : bev_(std::move(bev)) {
   // for.
   bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
   if (fd() >= 0) setNoDelay(fd());
+}
+
+std::unique_ptr<TlsTransport> TlsTransport::accepted(event_base* base, UniqueFd fd, SSL_CTX* ctx) {
+  config::SslPtr ssl(SSL_new(ctx));
+  if (!ssl) return nullptr;  // (fd closes here)
+  BufferEventPtr bev(bufferevent_openssl_socket_new(
+      base, fd.get(), ssl.get(), BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
+  if (!bev) return nullptr;
+  // The bufferevent owns the SSL and the fd from here (BEV_OPT_CLOSE_ON_FREE).
+  ssl.release();
+  fd.release();
+  // Most clients close without a close_notify; that is the end of the stream, not an error.
+  bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+  return std::make_unique<TlsTransport>(std::move(bev));
+}
+
+std::string_view TlsTransport::alpn() const {
+  SSL* ssl = bufferevent_openssl_get_ssl(bev_.get());
+  if (ssl == nullptr) return {};
+  const unsigned char* proto = nullptr;
+  unsigned int len = 0;
+  SSL_get0_alpn_selected(ssl, &proto, &len);
+  if (proto == nullptr) return {};
+  return {reinterpret_cast<const char*>(proto), len};
 }
 
 TlsTransport::~TlsTransport() {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <openssl/ssl.h>
 
@@ -79,6 +80,9 @@ class Transport {
   virtual void shutdownWrite() = 0;
   virtual evutil_socket_t fd() const = 0;
   virtual bool tls() const = 0;
+  // The protocol ALPN chose in the TLS handshake ("h2", "http/1.1"); "" for a plain stream,
+  // before the handshake completed (BEV_EVENT_CONNECTED) or when the client offered none.
+  virtual std::string_view alpn() const { return {}; }
   // Why the stream failed, for logs: the TLS errors, else the socket error; empty if unknown.
   virtual std::string failure() const = 0;
 
@@ -158,6 +162,9 @@ class TlsTransport final : public Transport {
  public:
   // Takes `bev` (a bufferevent_openssl, accepting or connecting).
   explicit TlsTransport(BufferEventPtr bev);
+  // Takes `fd` (accepted, non-blocking) and starts the server side of a handshake with `ctx`
+  // (SNI may switch it). Null (and `fd` closed) on allocation failure.
+  static std::unique_ptr<TlsTransport> accepted(event_base* base, UniqueFd fd, SSL_CTX* ctx);
   ~TlsTransport() override;
 
   // Starts the connect of a stream made with BUFFEREVENT_SSL_CONNECTING and fd -1.
@@ -172,6 +179,7 @@ class TlsTransport final : public Transport {
   void shutdownWrite() override {}
   evutil_socket_t fd() const override;
   bool tls() const override { return true; }
+  std::string_view alpn() const override;
   std::string failure() const override;
 
  private:

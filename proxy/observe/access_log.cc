@@ -98,6 +98,7 @@ void appendAccessLogLine(std::string& out, const AccessLogEntry& e) {
   appendField(out, "method", e.method);
   appendField(out, "host", e.host);
   appendField(out, "path", e.path);
+  appendField(out, "protocol", e.protocol);
   out += ",\"status\":";
   appendUint(out, static_cast<uint64_t>(e.status));
   out += ",\"bytes_out\":";

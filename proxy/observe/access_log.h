@@ -32,6 +32,7 @@ struct AccessLogEntry {
   std::string_view method;
   std::string_view host;
   std::string_view path;
+  std::string_view protocol;  // "HTTP/1.1", "HTTP/1.0", "HTTP/2"
   int status = 0;
   uint64_t bytes_out = 0;
   double duration_ms = 0;

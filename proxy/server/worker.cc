@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "config/tls_context.h"
 
 namespace sy::proxy {
 
@@ -125,22 +126,80 @@ Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer, const std::st
     return Result::Full;  // refused now; the next ones wait in the backlog for a while
   }
   const config::ServerTls* server_tls = nullptr;
+  bool http2 = false;  // the connection may speak HTTP/2: find out before choosing
   if (tls) {
     // The certificates of the current snapshot: a reload changes them for new handshakes.
     for (const config::TlsListener& l : snapshot.tls_listeners) {
-      if (l.address.text == address) server_tls = l.tls.get();
+      if (l.address.text == address) {
+        server_tls = l.tls.get();
+        http2 = l.http2;
+      }
     }
     if (server_tls == nullptr) return Result::Refused;
+  } else {
+    http2 = snapshot.server.http2_cleartext;
   }
-  std::unique_ptr<ServerConnection> conn = ServerConnection::create(
-      context_, factory_, *this, exchanges_.snapshot, std::move(fd), peer, address, server_tls);
+  std::unique_ptr<ClientConnection> conn;
+  if (!http2) {
+    conn = ServerConnection::create(context_, factory_, *this, exchanges_.snapshot, std::move(fd),
+                                    peer, address, server_tls);
+  } else {
+    std::unique_ptr<Transport> transport;
+    if (server_tls != nullptr) {
+      transport =
+          TlsTransport::accepted(context_.base(), std::move(fd), server_tls->defaultContext());
+    } else {
+      transport = PlainTransport::accepted(context_.base(), std::move(fd));
+    }
+    if (transport) {
+      // The SNI callback reads the snapshot's ServerTls: kept alive through the handshake.
+      conn = ProtocolDetector::create(context_, *this, std::move(transport), peer, address,
+                                      snapshot.server.timeouts.client_header_ms,
+                                      server_tls != nullptr ? exchanges_.snapshot : nullptr);
+    }
+  }
   if (!conn) return Result::Refused;
-  ServerConnection* key = conn.get();
+  ClientConnection* key = conn.get();
   connections_.emplace(key, std::move(conn));
   return Result::Taken;
 }
 
-void Worker::connectionClosed(ServerConnection* conn) {
+void Worker::protocolDetected(ProtocolDetector* detector, bool http2) {
+  auto it = connections_.find(detector);
+  if (it == connections_.end()) return;
+  std::unique_ptr<Transport> transport = detector->takeTransport();
+  config::SnapshotConstSharedPtr tls_snapshot = detector->takeTlsSnapshot();
+  const std::string address = detector->listenerAddress();
+  context_.deferDelete(std::move(it->second));
+  connections_.erase(it);
+  if (http2) {
+    std::unique_ptr<Http2Connection> conn =
+        Http2Connection::create(context_, factory_, *this, exchanges_.snapshot,
+                                std::move(transport), detector->peer(), address, tls_snapshot);
+    if (!conn) {
+      if (context_.draining()) maybeFinishDrain();
+      return;
+    }
+    Http2Connection* raw = conn.get();
+    connections_.emplace(raw, std::move(conn));
+    raw->start();
+    if (context_.draining()) raw->closeWhenIdle();
+  } else {
+    std::unique_ptr<ServerConnection> conn =
+        ServerConnection::create(context_, factory_, *this, exchanges_.snapshot,
+                                 std::move(transport), detector->peer(), address, tls_snapshot);
+    if (!conn) {
+      if (context_.draining()) maybeFinishDrain();
+      return;
+    }
+    ServerConnection* raw = conn.get();
+    connections_.emplace(raw, std::move(conn));
+    raw->start();
+    if (context_.draining()) raw->closeWhenIdle();
+  }
+}
+
+void Worker::connectionClosed(ClientConnection* conn) {
   auto it = connections_.find(conn);
   if (it == connections_.end()) return;
   context_.deferDelete(std::move(it->second));

@@ -17,11 +17,13 @@
 #include "proxy/exchange/context.h"
 #include "proxy/exchange/exchange.h"
 #include "proxy/http1/server_connection.h"
+#include "proxy/http2/server_connection.h"
 #include "proxy/net/libevent_ptr.h"
 #include "proxy/net/listener.h"
 #include "proxy/net/worker_context.h"
 #include "proxy/observe/access_log.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/server/protocol_detect.h"
 #include "proxy/shadow/mirror.h"
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/pool_set.h"
@@ -44,7 +46,7 @@ struct Publication {
   std::shared_ptr<const HealthTable> health;
 };
 
-class Worker final : private Acceptor, private ServerConnection::Owner, private AccessLogSink {
+class Worker final : private Acceptor, private ProtocolDetector::Owner, private AccessLogSink {
  public:
   // Thread: main. `first` is the generation to start with.
   Worker(size_t index, SharedState& shared, Publication first);
@@ -78,8 +80,10 @@ class Worker final : private Acceptor, private ServerConnection::Owner, private 
  private:
   // Acceptor.
   Result accept(UniqueFd fd, const sockaddr* peer, const std::string& address, bool tls) override;
-  // ServerConnection::Owner.
-  void connectionClosed(ServerConnection* conn) override;
+  // ClientConnection::Owner.
+  void connectionClosed(ClientConnection* conn) override;
+  // ProtocolDetector::Owner: the HTTP/1 or HTTP/2 connection takes the detector's place.
+  void protocolDetected(ProtocolDetector* detector, bool http2) override;
   // AccessLogSink: lines are batched; a lone line is written within 100 ms.
   bool enabled() const override { return shared_.access_log.enabled(); }
   void log(const AccessLogEntry& entry) override;
@@ -108,7 +112,8 @@ class Worker final : private Acceptor, private ServerConnection::Owner, private 
   ExchangeContext exchanges_;
   ExchangeFactoryImpl factory_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::unordered_map<ServerConnection*, std::unique_ptr<ServerConnection>> connections_;
+  // Every client connection: HTTP/1, HTTP/2, or still finding its protocol.
+  std::unordered_map<ClientConnection*, std::unique_ptr<ClientConnection>> connections_;
   AccessLogBatch access_batch_{shared_.access_log};
   std::atomic<bool> finished_{false};
 };

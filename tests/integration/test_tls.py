@@ -533,7 +533,7 @@ with Env(cases) as env:
 
 
         # -- 3 ------------------------------------------------------------------------------
-        @cases.case("versions: TLS 1.0/1.1 refused, 1.2 and 1.3 accepted; ALPN http/1.1; ciphers")
+        @cases.case("versions: TLS 1.0/1.1 refused, 1.2 and 1.3 accepted; ALPN h2/http/1.1; ciphers")
         def _():
             old_ctx = lambda v: client_context(None, min_version=v, max_version=v,
                                                ciphers="DEFAULT:@SECLEVEL=0")
@@ -559,13 +559,18 @@ with Env(cases) as env:
                     eq(c.sock.version(), name, "negotiated version")
                     eq(c.request("GET", "/v-" + name, host="app.test").status, 200,
                        "request over " + name)
+            # SPEC §12: h2 is preferred whenever the client offers it (tests/integration/
+            # test_http2.py speaks it); a client offering only http/1.1 gets it.
             ctx = client_context(CA, alpn=["h2", "http/1.1"])
             with TlsClient(tls_port, ctx, "site.example.com") as c:
-                eq(c.sock.selected_alpn_protocol(), "http/1.1", "ALPN for [h2, http/1.1]")
-                eq(c.request("GET", "/alpn", host="app.test").status, 200, "request after ALPN")
-            ctx = client_context(CA, alpn=["h2"])
+                eq(c.sock.selected_alpn_protocol(), "h2", "ALPN for [h2, http/1.1]")
+            ctx = client_context(CA, alpn=["http/1.1"])
             with TlsClient(tls_port, ctx, "site.example.com") as c:
-                eq(c.sock.selected_alpn_protocol(), None, "ALPN when only h2 is offered")
+                eq(c.sock.selected_alpn_protocol(), "http/1.1", "ALPN for [http/1.1]")
+                eq(c.request("GET", "/alpn", host="app.test").status, 200, "request after ALPN")
+            ctx = client_context(CA, alpn=["spdy/3"])
+            with TlsClient(tls_port, ctx, "site.example.com") as c:
+                eq(c.sock.selected_alpn_protocol(), None, "ALPN when only an unknown one is offered")
             # TLS 1.2: a CBC suite outside the list is refused; the server's order wins.
             ctx = client_context(CA, max_version=ssl.TLSVersion.TLSv1_2,
                                  ciphers="ECDHE-ECDSA-AES128-SHA")

@@ -248,6 +248,10 @@ TEST_CASE("defaults apply to every absent key") {
   CHECK(s.server.limits.max_header_bytes == 65536);
   CHECK(s.server.limits.max_body_bytes == 0);
   CHECK(s.server.limits.max_connections == 10000);
+  CHECK(s.server.http2.max_concurrent_streams == 128);
+  CHECK(s.server.http2.initial_window_bytes == 65535);
+  CHECK(s.server.http2.max_header_list_bytes == 65536);
+  CHECK_FALSE(s.server.http2_cleartext);
   CHECK(s.tls_listeners.empty());
 
   const Pool& pool = s.pools.at("b");
@@ -317,6 +321,7 @@ admin_token = "secret"
 variant_header = "X-Variant"
 access_log = "-"
 watch_config = true
+http2_cleartext = true
 [server.timeouts]
 client_header_ms = 1
 client_idle_ms = 2
@@ -327,8 +332,13 @@ drain_timeout_ms = 0
 max_header_bytes = 1024
 max_body_bytes = 5000000000
 max_connections = 7
+[server.http2]
+max_concurrent_streams = 9
+initial_window_bytes = 2147483647
+max_header_list_bytes = 1024
 [[listener]]
 address = "127.0.0.1:8443"
+http2 = false
 tls = { cert = "@READABLE@", key = "@READABLE@" }
 [[listener.sni]]
 names = ["Shop.Example.com", "*.shop.example.com"]
@@ -381,10 +391,15 @@ variant = "green"
   CHECK(s.server.limits.max_header_bytes == 1024);
   CHECK(s.server.limits.max_body_bytes == 5000000000ULL);
   CHECK(s.server.limits.max_connections == 7);
+  CHECK(s.server.http2.max_concurrent_streams == 9);
+  CHECK(s.server.http2.initial_window_bytes == 2147483647u);
+  CHECK(s.server.http2.max_header_list_bytes == 1024);
+  CHECK(s.server.http2_cleartext);
 
   REQUIRE(s.tls_listeners.size() == 1);
   const TlsListener& listener = s.tls_listeners[0];
   CHECK(listener.address.text == "127.0.0.1:8443");
+  CHECK_FALSE(listener.http2);
   CHECK(listener.default_cert.names.empty());
   CHECK(listener.default_cert.cert_file == kReadableFile);
   REQUIRE(listener.sni.size() == 1);
@@ -674,6 +689,23 @@ TEST_CASE("zero is rejected where it has no sensible meaning") {
 }
 
 // ---- Rejections: server -------------------------------------------------------------------------
+
+TEST_CASE("[server.http2] values out of range") {
+  CHECK_REJECTED("[server.http2]\nmax_concurrent_streams = 0\n" + std::string(kRoute),
+                 "t.toml:2:26: server.http2.max_concurrent_streams", "must be > 0");
+  CHECK_REJECTED("[server.http2]\ninitial_window_bytes = 0\n" + std::string(kRoute),
+                 "t.toml:2:24: server.http2.initial_window_bytes",
+                 "must be between 1 and 2147483647");
+  CHECK_REJECTED("[server.http2]\ninitial_window_bytes = 2147483648\n" + std::string(kRoute),
+                 "t.toml:2:24: server.http2.initial_window_bytes",
+                 "must be between 1 and 2147483647");
+  CHECK_REJECTED("[server.http2]\nmax_header_list_bytes = 1023\n" + std::string(kRoute),
+                 "t.toml:2:25: server.http2.max_header_list_bytes", "must be >= 1024");
+  CHECK_REJECTED("[server.http2]\nmax_streams = 1\n" + std::string(kRoute),
+                 "t.toml:2:1: server.http2.max_streams", "unknown key");
+  CHECK_REJECTED("[server]\nhttp2_cleartext = 1\n" + std::string(kRoute),
+                 "t.toml:2:19: server.http2_cleartext", "expected true or false");
+}
 
 TEST_CASE("a listen address that does not parse") {
   CHECK_REJECTED("[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.1\"]\n" + std::string(kRoute),

@@ -1,6 +1,8 @@
 #include <doctest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "proxy/http/rewrite.h"
 
@@ -118,6 +120,39 @@ TEST_CASE("downstream response: re-framed, variant and cookie added") {
   CHECK(hasLine(closing, "Content-Length: 42"));
   CHECK(hasLine(closing, "Connection: close"));
   CHECK(!hasName(closing, "Transfer-Encoding"));
+}
+
+TEST_CASE("the response header list for HTTP/2: no framing or connection fields") {
+  ResponseHead r;
+  r.status = 200;
+  r.headers = {{"Content-Type", "text/plain"},     {"Content-Length", "99"},
+               {"Transfer-Encoding", "chunked"},   {"Keep-Alive", "timeout=5"},
+               {"Connection", "X-Internal"},       {"X-Internal", "1"},
+               {"X-Switchyard-Variant", "spoofed"}};
+  ResponseRewrite rw;
+  rw.variant_header = "X-Switchyard-Variant";
+  rw.variant = "green";
+  rw.set_cookie = "sy_id=9";
+  rw.framing = BodyFraming::UntilClose;  // DATA frames until END_STREAM
+  std::vector<std::pair<std::string, std::string>> got;
+  forEachDownstreamResponseHeader(r, rw, [&](std::string_view name, std::string_view value) {
+    got.emplace_back(std::string(name), std::string(value));
+  });
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"Content-Type", "text/plain"},
+      {"X-Switchyard-Variant", "green"},
+      {"Set-Cookie", "sy_id=9; Path=/; HttpOnly; SameSite=Lax"}};
+  CHECK(got == want);
+
+  got.clear();
+  rw.framing = BodyFraming::ContentLength;
+  rw.content_length = 7;
+  rw.set_cookie = "";
+  forEachDownstreamResponseHeader(r, rw, [&](std::string_view name, std::string_view value) {
+    got.emplace_back(std::string(name), std::string(value));
+  });
+  REQUIRE(got.size() == 3);
+  CHECK(got[2] == std::pair<std::string, std::string>{"Content-Length", "7"});
 }
 
 TEST_CASE("a HEAD/304 response keeps its Content-Length") {

@@ -1,0 +1,761 @@
+#include "proxy/http2/server_connection.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <algorithm>
+#include <charconv>
+#include <vector>
+
+#include "common/log.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/net/libevent_ptr.h"
+
+namespace sy::proxy {
+namespace {
+
+// RFC 9113 §6.5.2: SETTINGS_INITIAL_WINDOW_SIZE at most 2^31-1.
+constexpr uint64_t kMaxWindow = 0x7fffffff;
+// The connection-level receive window (consumed at once, see the header): room for this many
+// streams' windows in flight.
+constexpr uint64_t kConnectionWindowStreams = 16;
+
+std::string_view view(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
+
+nghttp2_nv makeNv(std::string_view name, std::string_view value) {
+  nghttp2_nv nv;
+  nv.name = reinterpret_cast<uint8_t*>(const_cast<char*>(name.data()));
+  nv.namelen = name.size();
+  nv.value = reinterpret_cast<uint8_t*>(const_cast<char*>(value.data()));
+  nv.valuelen = value.size();
+  nv.flags = NGHTTP2_NV_FLAG_NONE;  // nghttp2 copies both
+  return nv;
+}
+
+void appendNumber(std::string& out, uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  (void)ec;
+  out.append(buf, end);
+}
+
+}  // namespace
+
+// ---- one stream: its request head and its exchange's ResponseEncoder ------------------------
+
+class Http2Connection::Stream final : public Deferrable, public ResponseEncoder {
+ public:
+  Stream(Http2Connection& c, int32_t stream_id) : conn(c), id(stream_id), out(evbuffer_new()) {
+    head.http_major = 2;
+    head.http_minor = 0;
+  }
+
+  RequestHandler& handler() {
+    if (!exchange) {
+      ConnectionInfo info;
+      info.client_ip = conn.client_ip_;
+      info.client_addr = &conn.client_addr_;
+      info.tls = conn.tls_;
+      info.http2 = true;
+      exchange = conn.factory_.newExchange(*this, info);
+    }
+    return *exchange;
+  }
+  bool alive() const { return !conn.closed_ && !closed; }
+
+  // ResponseEncoder.
+  void encodeHead(const Head& h) override {
+    if (!alive() || response_started) return;
+    response_started = true;
+    ResponseRewrite rw;
+    rw.variant_header = h.variant_header;
+    rw.variant = h.variant;
+    rw.set_cookie = h.set_cookie;
+    switch (h.framing) {
+      case BodyFraming::None: rw.framing = BodyFraming::None; break;
+      case BodyFraming::ContentLength:
+        rw.framing = BodyFraming::ContentLength;
+        rw.content_length = h.content_length;
+        break;
+      case BodyFraming::Chunked:
+      case BodyFraming::UntilClose:
+        rw.framing = BodyFraming::UntilClose;  // DATA frames until END_STREAM; no length
+        break;
+    }
+    std::string status;
+    appendNumber(status, h.head.status);
+    // Names are lower-cased into one buffer first; the nv entries point into it after.
+    struct Span {
+      size_t name, value, end;
+    };
+    std::vector<Span> spans;
+    std::string text;
+    forEachDownstreamResponseHeader(h.head, rw, [&](std::string_view name, std::string_view value) {
+      Span span;
+      span.name = text.size();
+      for (char c : name) text.push_back(asciiLower(c));
+      span.value = text.size();
+      text.append(value);
+      span.end = text.size();
+      spans.push_back(span);
+    });
+    const std::string_view all(text);
+    std::vector<nghttp2_nv> nva;
+    nva.reserve(spans.size() + 1);
+    nva.push_back(makeNv(":status", status));
+    for (const Span& span : spans) {
+      nva.push_back(makeNv(all.substr(span.name, span.value - span.name),
+                           all.substr(span.value, span.end - span.value)));
+    }
+    bytes_out += text.size() + status.size();  // the fields uncompressed, as the log counts
+    submit(nva);
+  }
+
+  void encodeBody(std::string_view data) override {
+    if (!alive() || response_done) return;
+    bytes_out += data.size();
+    evbuffer_add(out.get(), data.data(), data.size());
+    if (evbuffer_get_length(out.get()) > kHighWater) was_high = true;
+    resume();
+  }
+
+  void encodeEnd() override {
+    if (!alive() || response_done) return;
+    response_done = true;
+    resume();
+  }
+
+  void encodeLocalReply(const LocalReply& reply) override {
+    if (!alive() || response_started) return;
+    response_started = true;
+    response_done = true;
+    std::string status;
+    appendNumber(status, static_cast<uint64_t>(reply.status));
+    std::string length;
+    appendNumber(length, reply.message.size() + 1);
+    std::vector<nghttp2_nv> nva{makeNv(":status", status),
+                                makeNv("content-type", "text/plain; charset=utf-8"),
+                                makeNv("content-length", length)};
+    if (!reply.request_id.empty()) nva.push_back(makeNv("x-request-id", reply.request_id));
+    evbuffer_add(out.get(), reply.message.data(), reply.message.size());
+    evbuffer_add(out.get(), "\n", 1);
+    // Bytes as the access log counts them: the fields (uncompressed) and the body.
+    for (const nghttp2_nv& nv : nva) bytes_out += nv.namelen + nv.valuelen;
+    bytes_out += reply.message.size() + 1;
+    // (reply.close: the framing of other streams is not affected; only this stream ends.)
+    submit(nva);
+  }
+
+  void encodeAbort() override {
+    if (!alive() || response_done) return;
+    response_done = true;
+    aborted = true;
+    evbuffer_drain(out.get(), evbuffer_get_length(out.get()));
+    nghttp2_submit_rst_stream(conn.session_.get(), NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+  }
+
+  void encodeContinue() override {
+    if (!alive() || !expect_continue || continue_sent || response_started) return;
+    continue_sent = true;
+    const nghttp2_nv nv = makeNv(":status", "100");
+    nghttp2_submit_headers(conn.session_.get(), NGHTTP2_FLAG_NONE, id, nullptr, &nv, 1, nullptr);
+  }
+
+  bool encoderBackpressured() const override { return evbuffer_get_length(out.get()) > kHighWater; }
+
+  void resumeRequestBody() override {
+    if (!alive() || unconsumed == 0) return;
+    nghttp2_session_consume_stream(conn.session_.get(), id, unconsumed);
+    unconsumed = 0;
+  }
+
+  uint64_t bytesEncoded() const override { return bytes_out; }
+
+  void flush() override { conn.flush(); }
+
+  // The data provider: what the exchange encoded so far, END_STREAM once it ended.
+  ssize_t read(uint8_t* buf, size_t length, uint32_t* data_flags) {
+    const size_t have = evbuffer_get_length(out.get());
+    const size_t n = std::min(have, length);
+    if (n > 0) evbuffer_remove(out.get(), buf, n);
+    if (was_high && evbuffer_get_length(out.get()) <= kLowWater) {
+      was_high = false;
+      drained = true;  // told from a callback of its own (notifyDrained)
+      event_active(conn.drain_event_.get(), 0, 0);
+    }
+    if (evbuffer_get_length(out.get()) == 0) {
+      if (response_done) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      } else if (n == 0) {
+        deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+      }
+    }
+    return static_cast<ssize_t>(n);
+  }
+
+  Http2Connection& conn;
+  const int32_t id;
+  RequestHead head;
+  RequestFraming framing;
+  std::string cookie;     // the cookie crumbs, joined with "; "
+  std::string authority;  // :authority
+  bool have_method = false;
+  uint64_t header_bytes = 0;     // the header list's size as RFC 9113 §6.5.2 counts it
+  uint64_t header_deadline = 0;  // LazyTimer clock; 0 once the head is complete
+  uint64_t unconsumed = 0;       // DATA bytes taken while backpressured: window not reopened
+  uint64_t bytes_out = 0;
+  EvBufferPtr out;  // response body bytes not yet framed
+  bool head_done = false;
+  bool too_large = false;
+  bool request_done = false;
+  bool response_started = false;
+  bool response_done = false;  // the exchange ended its response (end, reply or abort)
+  bool aborted = false;
+  bool deferred = false;  // the data provider waits for resume()
+  bool was_high = false;  // out went above kHighWater
+  bool drained = false;   // ... and back to kLowWater: onEncoderDrained is owed
+  bool expect_continue = false;
+  bool continue_sent = false;
+  bool closed = false;  // nghttp2 closed the stream
+  // Last: freed first, while the stream it encodes for is still whole.
+  std::unique_ptr<RequestHandler> exchange;
+
+ private:
+  void submit(const std::vector<nghttp2_nv>& nva) {
+    nghttp2_data_provider provider;
+    provider.source.ptr = this;
+    provider.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length,
+                                uint32_t* data_flags, nghttp2_data_source* source,
+                                void*) -> ssize_t {
+      return static_cast<Stream*>(source->ptr)->read(buf, length, data_flags);
+    };
+    const int rv =
+        nghttp2_submit_response(conn.session_.get(), id, nva.data(), nva.size(), &provider);
+    if (rv != 0) {
+      SY_LOG(Debug, "client %s: stream %d: cannot submit the response: %s", conn.client_ip_.c_str(),
+             id, nghttp2_strerror(rv));
+      nghttp2_submit_rst_stream(conn.session_.get(), NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+
+  void resume() {
+    if (!deferred || !response_started) return;
+    deferred = false;
+    nghttp2_session_resume_data(conn.session_.get(), id);
+  }
+};
+
+// ---- nghttp2 callbacks ---------------------------------------------------------------------
+
+struct Http2Connection::Callbacks {
+  static Http2Connection& self(void* user_data) {
+    return *static_cast<Http2Connection*>(user_data);
+  }
+
+  static int beginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* u) {
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    return self(u).onBeginHeaders(frame->hd.stream_id);
+  }
+  static int header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
+                    size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* u) {
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+      return 0;  // trailers: not passed on (yet)
+    }
+    return self(u).onHeader(frame->hd.stream_id, view(name, namelen), view(value, valuelen));
+  }
+  static int frameRecv(nghttp2_session*, const nghttp2_frame* frame, void* u) {
+    const bool request_headers =
+        frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+    return self(u).onFrameRecv(frame->hd.stream_id, frame->hd.type, frame->hd.flags,
+                               request_headers);
+  }
+  static int dataChunk(nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data,
+                       size_t len, void* u) {
+    return self(u).onDataChunk(stream_id, view(data, len));
+  }
+  static int frameSend(nghttp2_session*, const nghttp2_frame* frame, void* u) {
+    return self(u).onFrameSend(frame->hd.stream_id, frame->hd.type, frame->hd.flags);
+  }
+  static int streamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* u) {
+    return self(u).onStreamClose(stream_id, error_code);
+  }
+};
+
+struct Http2Connection::FlushOnExit {
+  explicit FlushOnExit(Http2Connection& c) : conn(c) {}
+  ~FlushOnExit() { conn.flush(); }
+  Http2Connection& conn;
+};
+
+// ---- lifetime ------------------------------------------------------------------------------
+
+std::unique_ptr<Http2Connection> Http2Connection::create(
+    WorkerContext& worker, ExchangeFactory& factory, Owner& owner,
+    const config::SnapshotConstSharedPtr& current, std::unique_ptr<Transport> transport,
+    const sockaddr* peer, const std::string& listener_address,
+    config::SnapshotConstSharedPtr tls_snapshot) {
+  std::unique_ptr<Http2Connection> conn(
+      new Http2Connection(worker, factory, owner, current, std::move(transport), peer));
+  if (!conn->timer_.ok() || !conn->drain_event_ || !conn->init()) return nullptr;
+  conn->listener_address_ = listener_address;
+  conn->tls_snapshot_ = std::move(tls_snapshot);
+  return conn;
+}
+
+Http2Connection::Http2Connection(WorkerContext& worker, ExchangeFactory& factory, Owner& owner,
+                                 const config::SnapshotConstSharedPtr& current,
+                                 std::unique_ptr<Transport> t, const sockaddr* peer)
+    : worker_(worker),
+      factory_(factory),
+      owner_(owner),
+      current_(current),
+      client_(std::move(t)),
+      timer_(worker.base(), &Http2Connection::timerCb, this),
+      client_addr_(clientIpFromSockaddr(peer)),
+      client_ip_(clientIpText(client_addr_)),
+      session_(nullptr, &nghttp2_session_del),
+      drain_event_(event_new(worker.base(), -1, 0, &Http2Connection::drainCb, this)),
+      tls_(client_->tls()) {
+  worker_.connections().client.fetch_add(1, std::memory_order_relaxed);
+  client_->setHandler(this);
+  const config::Timeouts& timeouts = settings().timeouts;
+  header_ms_ = timeouts.client_header_ms;
+  idle_ms_ = timeouts.client_idle_ms;
+  max_header_list_bytes_ = settings().http2.max_header_list_bytes;
+  // Read timeout: a client silent that long while it has no stream waiting (onTransportEvent);
+  // write timeout: one that stops reading.
+  client_->setTimeouts(timeouts.client_idle_ms, timeouts.client_idle_ms);
+}
+
+Http2Connection::~Http2Connection() {
+  timer_.stop();
+  drain_event_.reset();
+  client_->setHandler(nullptr);
+  // The session goes before the streams its stream data points at.
+  session_.reset();
+  worker_.connections().client.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool Http2Connection::init() {
+  nghttp2_session_callbacks* cbs = nullptr;
+  if (nghttp2_session_callbacks_new(&cbs) != 0) return false;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &Callbacks::beginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, &Callbacks::header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &Callbacks::frameRecv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Callbacks::dataChunk);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Callbacks::frameSend);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Callbacks::streamClose);
+  nghttp2_option* opt = nullptr;
+  if (nghttp2_option_new(&opt) != 0) {
+    nghttp2_session_callbacks_del(cbs);
+    return false;
+  }
+  // Windows reopen only for what the exchanges took (nghttp2_session_consume*).
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_session* session = nullptr;
+  const int rv = nghttp2_session_server_new2(&session, cbs, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+  if (rv != 0) return false;
+  session_.reset(session);
+  return true;
+}
+
+void Http2Connection::start() {
+  FlushOnExit flush(*this);
+  const config::Http2Settings& h2 = settings().http2;
+  const nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, h2.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, h2.initial_window_bytes},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+       static_cast<uint32_t>(std::min<uint64_t>(h2.max_header_list_bytes, UINT32_MAX))},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  };
+  nghttp2_submit_settings(session_.get(), NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+  const uint64_t window = std::min<uint64_t>(
+      kMaxWindow, std::max<uint64_t>(NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE,
+                                     uint64_t{h2.initial_window_bytes} * kConnectionWindowStreams));
+  nghttp2_session_set_local_window_size(session_.get(), NGHTTP2_FLAG_NONE, 0,
+                                        static_cast<int32_t>(window));
+  updateTimer();
+  if (evbuffer_get_length(client_->input()) > 0) processInput();
+}
+
+void Http2Connection::closeWhenIdle() {
+  if (closed_ || draining_) return;
+  draining_ = true;
+  nghttp2_submit_goaway(session_.get(), NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_.get()), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  // Sent now, but never closed inside this call: the owner may be iterating its connections.
+  sendPending();
+  client_->flush();
+  updateTimer();
+}
+
+// ---- transport callbacks -------------------------------------------------------------------
+
+void Http2Connection::onTransportRead() {
+  FlushOnExit flush(*this);
+  processInput();
+}
+
+void Http2Connection::onTransportWrite() {
+  FlushOnExit flush(*this);
+  // The output drained: nghttp2 may send what waited for room (sendPending, at flush).
+}
+
+void Http2Connection::onTransportEvent(short events) {
+  FlushOnExit flush(*this);
+  if (events & BEV_EVENT_CONNECTED) return;
+  if ((events & BEV_EVENT_TIMEOUT) && (events & BEV_EVENT_READING) && !streams_.empty()) {
+    // A quiet client with streams waiting for their upstreams: those have their own timeouts.
+    client_->enableRead();
+    return;
+  }
+  if (events & BEV_EVENT_TIMEOUT) {
+    SY_LOG(Debug, "client %s: HTTP/2 %s timeout", client_ip_.c_str(),
+           (events & BEV_EVENT_READING) ? "read" : "write");
+  }
+  clientGone();
+}
+
+void Http2Connection::timerCb(void* ctx) noexcept {
+  auto* c = static_cast<Http2Connection*>(ctx);
+  FlushOnExit flush(*c);
+  c->onTimer();
+}
+
+void Http2Connection::onTimer() {
+  if (closed_) return;
+  if (streams_.empty()) {
+    // Idle (client_idle_ms without a stream), or draining with nothing left.
+    closeNow();
+    return;
+  }
+  const uint64_t now = LazyTimer::nowMs();
+  for (auto& [id, s] : streams_) {
+    if (s->head_done || s->header_deadline == 0 || now < s->header_deadline) continue;
+    // A header block that did not complete in client_header_ms (slowloris over CONTINUATION):
+    // the whole connection waits on it, so it ends; the exchange answers 408 for the log.
+    s->handler().decodeError({ErrorSource::Downstream, ErrorKind::HeadTimeout}, nullptr);
+    clientGone();
+    return;
+  }
+  updateTimer();
+}
+
+void Http2Connection::updateTimer() {
+  if (closed_) return;
+  if (streams_.empty()) {
+    timer_.cancel();
+    // Draining with nothing open: closed from the timer, once the GOAWAY had a moment to go.
+    timer_.setDeadline(LazyTimer::nowMs() + (draining_ ? kDrainLingerMs : idle_ms_));
+    return;
+  }
+  uint64_t deadline = 0;
+  for (const auto& [id, s] : streams_) {
+    if (!s->head_done && s->header_deadline != 0 &&
+        (deadline == 0 || s->header_deadline < deadline)) {
+      deadline = s->header_deadline;
+    }
+  }
+  timer_.cancel();
+  if (deadline != 0) timer_.setDeadline(deadline);
+}
+
+// ---- request side --------------------------------------------------------------------------
+
+Http2Connection::Stream* Http2Connection::stream(int32_t id) const {
+  return static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_.get(), id));
+}
+
+void Http2Connection::processInput() {
+  if (closed_) return;
+  evbuffer* in = client_->input();
+  ++in_nghttp2_;
+  while (evbuffer_get_length(in) > 0) {
+    evbuffer_iovec vec;
+    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
+    const ssize_t n = nghttp2_session_mem_recv(
+        session_.get(), static_cast<const uint8_t*>(vec.iov_base), vec.iov_len);
+    if (n < 0) {
+      SY_LOG(Debug, "client %s: HTTP/2: %s", client_ip_.c_str(),
+             nghttp2_strerror(static_cast<int>(n)));
+      // A connection error nghttp2 could not answer with GOAWAY itself (bad preface, flood):
+      // say so if possible, then close.
+      nghttp2_session_terminate_session(session_.get(), NGHTTP2_PROTOCOL_ERROR);
+      evbuffer_drain(in, evbuffer_get_length(in));
+      close_wanted_ = true;
+      break;
+    }
+    evbuffer_drain(in, static_cast<size_t>(n));
+    if (close_wanted_) break;
+  }
+  --in_nghttp2_;
+  updateTimer();
+}
+
+int Http2Connection::onBeginHeaders(int32_t stream_id) {
+  auto s = std::make_unique<Stream>(*this, stream_id);
+  s->header_deadline = LazyTimer::nowMs() + header_ms_;
+  nghttp2_session_set_stream_user_data(session_.get(), stream_id, s.get());
+  streams_[stream_id] = std::move(s);
+  return 0;
+}
+
+int Http2Connection::onHeader(int32_t stream_id, std::string_view name, std::string_view value) {
+  Stream* s = stream(stream_id);
+  if (s == nullptr) return 0;
+  s->header_bytes += name.size() + value.size() + 32;
+  if (s->header_bytes > max_header_list_bytes_) s->too_large = true;
+  if (s->too_large) return 0;  // answered 431 when the head is complete
+  // (nghttp2 has checked the pseudo-headers, lower-case names and connection-specific fields.)
+  if (!name.empty() && name[0] == ':') {
+    if (name == ":method") {
+      s->head.method.assign(value);
+      s->have_method = true;
+    } else if (name == ":path") {
+      s->head.target.assign(value);
+    } else if (name == ":authority") {
+      s->authority.assign(value);
+    }
+    // :scheme is not passed on: X-Forwarded-Proto says how the client reached us.
+    return 0;
+  }
+  if (name == "cookie") {
+    // RFC 9113 §8.2.3: crumbs are joined with "; " for an HTTP/1.1 hop.
+    if (!s->cookie.empty()) s->cookie.append("; ");
+    s->cookie.append(value);
+    return 0;
+  }
+  s->head.headers.push_back(Header{std::string(name), std::string(value)});
+  return 0;
+}
+
+void Http2Connection::headComplete(Stream& s, bool end_stream) {
+  s.head_done = true;
+  s.header_deadline = 0;
+  RequestHead& head = s.head;
+  if (!s.cookie.empty()) head.headers.push_back(Header{"cookie", std::move(s.cookie)});
+  if (!s.authority.empty()) {
+    // RFC 9113 §8.3.1: :authority wins over a Host field.
+    std::erase_if(head.headers, [](const Header& h) { return h.name == "host"; });
+    head.headers.insert(head.headers.begin(), Header{"host", s.authority});
+  }
+  if (s.too_large) {
+    s.handler().decodeError({ErrorSource::Downstream, ErrorKind::HeadTooLarge}, nullptr);
+    return;
+  }
+  if (head.method == "CONNECT") {
+    // No tunnels over HTTP/2 (yet): the stream is refused.
+    nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_PROTOCOL_ERROR);
+    return;
+  }
+  RequestFraming& framing = s.framing;
+  if (auto cl = findHeader(head.headers, "content-length")) {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), n);
+    if (ec != std::errc() || end != cl->data() + cl->size()) {
+      nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_PROTOCOL_ERROR);
+      return;
+    }
+    framing.framing = BodyFraming::ContentLength;
+    framing.content_length = n;
+  } else if (end_stream) {
+    framing.framing = BodyFraming::None;
+  } else {
+    // A body of unknown length: chunked to the HTTP/1.1 upstream.
+    framing.framing = BodyFraming::Chunked;
+  }
+  if (framing.framing != BodyFraming::None) {
+    if (auto expect = findHeader(head.headers, "expect");
+        expect && equalsIgnoreCase(*expect, "100-continue")) {
+      framing.expect_continue = s.expect_continue = true;
+    }
+  }
+  s.handler().decodeHead(head, framing);
+}
+
+void Http2Connection::requestEnd(Stream& s) {
+  if (s.request_done) return;
+  s.request_done = true;
+  if (s.exchange && s.head_done && !s.response_done) s.exchange->decodeEnd();
+}
+
+int Http2Connection::onFrameRecv(int32_t stream_id, uint8_t type, uint8_t flags,
+                                 bool request_headers) {
+  if (type != NGHTTP2_HEADERS && type != NGHTTP2_DATA) return 0;
+  Stream* s = stream(stream_id);
+  if (s == nullptr) return 0;
+  const bool end_stream = (flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (request_headers) {
+    headComplete(*s, end_stream);
+    updateTimer();
+  }
+  if (end_stream) requestEnd(*s);
+  return 0;
+}
+
+int Http2Connection::onDataChunk(int32_t stream_id, std::string_view data) {
+  // The connection window reopens at once; the stream's only for what its exchange took.
+  nghttp2_session_consume_connection(session_.get(), data.size());
+  Stream* s = stream(stream_id);
+  if (s == nullptr) return 0;
+  if (!s->exchange || !s->head_done || s->response_done) {
+    nghttp2_session_consume_stream(session_.get(), stream_id, data.size());
+    return 0;
+  }
+  s->exchange->decodeBody(data);
+  if (s->unconsumed == 0 && s->exchange && !s->exchange->bodyBackpressured()) {
+    nghttp2_session_consume_stream(session_.get(), stream_id, data.size());
+  } else {
+    s->unconsumed += data.size();  // given back by resumeRequestBody
+  }
+  return 0;
+}
+
+int Http2Connection::onFrameSend(int32_t stream_id, uint8_t type, uint8_t flags) {
+  if ((type != NGHTTP2_HEADERS && type != NGHTTP2_DATA) || !(flags & NGHTTP2_FLAG_END_STREAM)) {
+    return 0;
+  }
+  Stream* s = stream(stream_id);
+  if (s != nullptr && !s->request_done) {
+    // The response is complete before the request (an early answer): the client may stop
+    // sending (RFC 9113 §8.1).
+    nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+int Http2Connection::onStreamClose(int32_t stream_id, uint32_t error_code) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return 0;
+  std::unique_ptr<Stream> s = std::move(it->second);
+  streams_.erase(it);
+  s->closed = true;
+  if (!s->response_done) {
+    // Reset by the client (or by nghttp2 for a malformed request) before the exchange ended.
+    SY_LOG(Debug, "client %s: stream %d closed early (%s)", client_ip_.c_str(), stream_id,
+           nghttp2_http2_strerror(error_code));
+    s->response_done = true;
+    if (s->exchange) s->exchange->onClientGone();
+  }
+  worker_.deferDelete(std::move(s));
+  if (streams_.empty()) updateTimer();  // idle from now (or, draining, done)
+  return 0;
+}
+
+// ---- output ---------------------------------------------------------------------------------
+
+void Http2Connection::sendPending() {
+  if (closed_ || !session_) return;
+  if (in_nghttp2_ > 0) {
+    send_wanted_ = true;
+    return;
+  }
+  ++in_nghttp2_;
+  evbuffer* out = client_->output();
+  while (evbuffer_get_length(out) < kHighWater) {
+    const uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_.get(), &data);
+    if (n < 0) {
+      SY_LOG(Debug, "client %s: HTTP/2 send: %s", client_ip_.c_str(),
+             nghttp2_strerror(static_cast<int>(n)));
+      close_wanted_ = true;
+      break;
+    }
+    if (n == 0) break;
+    evbuffer_add(out, data, static_cast<size_t>(n));
+  }
+  --in_nghttp2_;
+  send_wanted_ = false;
+}
+
+void Http2Connection::drainCb(evutil_socket_t, short, void* ctx) noexcept {
+  auto* c = static_cast<Http2Connection*>(ctx);
+  FlushOnExit flush(*c);
+  c->notifyDrained();
+}
+
+void Http2Connection::notifyDrained() {
+  if (closed_) return;
+  // Streams whose buffered response fell to kLowWater: their exchanges read on.
+  std::vector<int32_t> drained;
+  for (auto& [id, s] : streams_) {
+    if (s->drained) {
+      s->drained = false;
+      drained.push_back(id);
+    }
+  }
+  for (int32_t id : drained) {
+    auto it = streams_.find(id);
+    if (it != streams_.end() && it->second->exchange) it->second->exchange->onEncoderDrained();
+  }
+}
+
+void Http2Connection::flush() {
+  if (closed_) return;
+  for (auto& [id, s] : streams_) {
+    if (s->exchange) s->exchange->flush();
+  }
+  sendPending();
+  if (closed_) return;
+  client_->flush();
+  if (close_wanted_) {
+    closeNow();
+    return;
+  }
+  // nghttp2 is done (GOAWAY sent and no stream left, or the peer's GOAWAY) and so is the
+  // output: the connection ends.
+  if (!nghttp2_session_want_read(session_.get()) && !nghttp2_session_want_write(session_.get()) &&
+      evbuffer_get_length(client_->output()) == 0) {
+    closeNow();
+    return;
+  }
+  if (draining_ && streams_.empty() && evbuffer_get_length(client_->output()) == 0) {
+    closeNow();
+  }
+}
+
+void Http2Connection::clientGone() {
+  if (closed_) return;
+  // Streams may be unlinked by the exchanges' calls: collect first.
+  std::vector<int32_t> ids;
+  for (auto& [id, s] : streams_) ids.push_back(id);
+  for (int32_t id : ids) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) continue;
+    Stream& s = *it->second;
+    if (!s.response_done && s.exchange) {
+      s.response_done = true;
+      s.exchange->onClientGone();
+    }
+  }
+  closeNow();
+}
+
+void Http2Connection::closeNow() {
+  if (closed_) return;
+  if (in_nghttp2_ > 0) {
+    close_wanted_ = true;
+    return;
+  }
+  closed_ = true;
+  timer_.stop();
+  event_del(drain_event_.get());
+  for (auto& [id, s] : streams_) {
+    s->closed = true;
+    if (!s->response_done && s->exchange) {
+      s->response_done = true;
+      s->exchange->onClientGone();
+    }
+  }
+  session_.reset();  // (no callbacks from here: the streams can go)
+  for (auto& [id, s] : streams_) worker_.deferDelete(std::move(s));
+  streams_.clear();
+  client_->setHandler(nullptr);
+  owner_.connectionClosed(this);
+}
+
+}  // namespace sy::proxy
