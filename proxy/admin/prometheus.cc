@@ -1,6 +1,8 @@
 #include "proxy/admin/prometheus.h"
 
+#include <array>
 #include <cstdio>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -315,6 +317,20 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
         const ServerHealth* h = s.health != nullptr ? s.health->find(name, a.text) : nullptr;
         out.append(h == nullptr || h->healthy() ? "\"} 1\n" : "\"} 0\n");
       }
+    }
+  }
+
+  appendHeader(out, "switchyard_http2_goaways_total", "counter",
+               "HTTP/2 connections closed with GOAWAY(ENHANCE_YOUR_CALM), by the budget the "
+               "client went beyond.");
+  if (s.registry != nullptr) {
+    const std::array<uint64_t, kHttp2AbuseReasons> goaways = s.registry->http2GoawayTotals();
+    for (size_t r = 0; r < kHttp2AbuseReasons; ++r) {
+      out.append("switchyard_http2_goaways_total{reason=\"")
+          .append(kHttp2AbuseNames[r])
+          .append("\"} ")
+          .append(std::to_string(goaways[r]))
+          .append("\n");
     }
   }
 

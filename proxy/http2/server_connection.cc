@@ -19,6 +19,64 @@ constexpr uint64_t kMaxWindow = 0x7fffffff;
 // streams' windows in flight.
 constexpr uint64_t kConnectionWindowStreams = 16;
 
+// ---- abuse budgets (SPEC §12) ----
+//
+// Per connection, over EventWindow's sliding 10 s. A client going *beyond* a budget gets
+// GOAWAY(ENHANCE_YOUR_CALM). Each budget is far above what a browser sends, while each flood
+// it stops (thousands of frames per second) reaches it in well under a second:
+//
+// - Resets (rapid reset, CVE-2023-44487): streams that closed before their exchange ended its
+//   response: RST_STREAM from the client (any error code), or nghttp2's reset of a malformed
+//   request. Beyond max(kResetFloor, 2 * max_concurrent_streams) while they are more than half
+//   of the streams opened in the window, or beyond kResetCeiling whatever the share. A browser
+//   leaving a page cancels at most its streams in flight, max_concurrent_streams of them: two
+//   such navigations within 10 s stay within budget, and a page that cancels a few requests
+//   now and then is nowhere near.
+// - SETTINGS without ACK: beyond 100. A client sends one at the start, rarely a second.
+// - PING without ACK: beyond 100 (10 a second). Browsers ping for liveness, seconds apart.
+// - PRIORITY: beyond 1000. RFC 7540 priority trees (Firefox's) cost a handful per page and one
+//   per reprioritized stream.
+// - DATA with no payload and without END_STREAM: beyond 100. Such a frame carries nothing and
+//   ends nothing (an empty DATA with END_STREAM ends a request body: not counted).
+//
+// What nghttp2 1.52.0 (Debian 1.52.0-1+deb12u3) bounds itself, set explicitly in init():
+// - A client that does not read while it sends PING or SETTINGS: at kMaxOutboundAck ACKs
+//   queued nghttp2_session_mem_recv fails with NGHTTP2_ERR_FLOODED (no GOAWAY of its own):
+//   answered here with GOAWAY(ENHANCE_YOUR_CALM), reason ping or settings. A client that reads
+//   never gets there; the PING/SETTINGS budgets above are what bounds it.
+// - SETTINGS entries per frame: kMaxSettingsEntries (nghttp2 ends the connection itself).
+// - RST_STREAM (deb12u1's backport of the CVE-2023-44487 fix): a token bucket, burst 1000 and
+//   33 a second, GOAWAY(INTERNAL_ERROR), not counted here. Kept as a backstop: the reset
+//   budget above is reached first (within 10 s nghttp2 allows at least 1000 resets, ours at
+//   most kResetCeiling); it acts alone only on a client resetting 34-100 streams a second for
+//   a while, less than half of the streams it opens.
+// - CONTINUATION (deb12u2's backport of the CVE-2024-28182 fix, nghttp2's answer to
+//   CVE-2024-27316): more than max_continuations CONTINUATION frames after one HEADERS fail
+//   nghttp2_session_mem_recv with NGHTTP2_ERR_TOO_MANY_CONTINUATIONS (no GOAWAY of its own):
+//   answered with GOAWAY(ENHANCE_YOUR_CALM), reason continuation. We set max_continuations to
+//   what a header list of max_header_list_bytes needs at the default SETTINGS_MAX_FRAME_SIZE
+//   (16 KiB, never raised here; HPACK never makes a field list larger than RFC 9113 counts
+//   it), at least nghttp2's default 8. A header block is then at most (that + 1) * 16 KiB
+//   (144 KiB by default) before END_HEADERS, decoded as it arrives; onHeader keeps no field
+//   past max_header_list_bytes, and client_header_ms bounds a block that never ends.
+// - HPACK: the client's dynamic table is the kHpackTableBytes we announce
+//   (SETTINGS_HEADER_TABLE_SIZE; nghttp2's inflater refuses a larger size update with
+//   COMPRESSION_ERROR), ours at most kHpackTableBytes whatever size the client announces
+//   (max_deflate_dynamic_table_size).
+constexpr uint32_t kResetFloor = 100;
+constexpr uint32_t kResetCeiling = 1000;
+constexpr uint32_t kSettingsBudget = 100;
+constexpr uint32_t kPingBudget = 100;
+constexpr uint32_t kPriorityBudget = 1000;
+constexpr uint32_t kEmptyDataBudget = 100;
+constexpr size_t kMaxOutboundAck = 1000;  // nghttp2's defaults, set explicitly
+constexpr size_t kMaxSettingsEntries = 32;
+constexpr uint64_t kNghttp2ResetBurst = 1000;
+constexpr uint64_t kNghttp2ResetRate = 33;
+constexpr size_t kMinContinuations = 8;
+constexpr uint64_t kDefaultMaxFrameBytes = 16384;  // SETTINGS_MAX_FRAME_SIZE, not raised
+constexpr uint32_t kHpackTableBytes = 4096;
+
 std::string_view view(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
 
 nghttp2_nv makeNv(std::string_view name, std::string_view value) {
@@ -266,8 +324,13 @@ struct Http2Connection::Callbacks {
   static int frameRecv(nghttp2_session*, const nghttp2_frame* frame, void* u) {
     const bool request_headers =
         frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+    // (padlen counts the Pad Length field too.)
+    const size_t data_length =
+        frame->hd.type == NGHTTP2_DATA && frame->hd.length > frame->data.padlen
+            ? frame->hd.length - frame->data.padlen
+            : 0;
     return self(u).onFrameRecv(frame->hd.stream_id, frame->hd.type, frame->hd.flags,
-                               request_headers);
+                               request_headers, data_length);
   }
   static int dataChunk(nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data,
                        size_t len, void* u) {
@@ -293,12 +356,13 @@ std::unique_ptr<Http2Connection> Http2Connection::create(
     WorkerContext& worker, ExchangeFactory& factory, Owner& owner,
     const config::SnapshotConstSharedPtr& current, std::unique_ptr<Transport> transport,
     const sockaddr* peer, const std::string& listener_address,
-    config::SnapshotConstSharedPtr tls_snapshot) {
+    config::SnapshotConstSharedPtr tls_snapshot, WorkerCounters* counters) {
   std::unique_ptr<Http2Connection> conn(
       new Http2Connection(worker, factory, owner, current, std::move(transport), peer));
   if (!conn->timer_.ok() || !conn->drain_event_ || !conn->init()) return nullptr;
   conn->listener_address_ = listener_address;
   conn->tls_snapshot_ = std::move(tls_snapshot);
+  conn->counters_ = counters;
   return conn;
 }
 
@@ -322,6 +386,7 @@ Http2Connection::Http2Connection(WorkerContext& worker, ExchangeFactory& factory
   header_ms_ = timeouts.client_header_ms;
   idle_ms_ = timeouts.client_idle_ms;
   max_header_list_bytes_ = settings().http2.max_header_list_bytes;
+  reset_budget_ = std::max<uint32_t>(kResetFloor, 2 * settings().http2.max_concurrent_streams);
   // Read timeout: a client silent that long while it has no stream waiting (onTransportEvent);
   // write timeout: one that stops reading.
   client_->setTimeouts(timeouts.client_idle_ms, timeouts.client_idle_ms);
@@ -352,6 +417,15 @@ bool Http2Connection::init() {
   }
   // Windows reopen only for what the exchanges took (nghttp2_session_consume*).
   nghttp2_option_set_no_auto_window_update(opt, 1);
+  // What nghttp2 bounds itself (see the budgets at the top).
+  nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAck);
+  nghttp2_option_set_max_settings(opt, kMaxSettingsEntries);
+  nghttp2_option_set_stream_reset_rate_limit(opt, kNghttp2ResetBurst, kNghttp2ResetRate);
+  nghttp2_option_set_max_continuations(
+      opt, static_cast<size_t>(std::max<uint64_t>(
+               kMinContinuations,
+               (max_header_list_bytes_ + kDefaultMaxFrameBytes - 1) / kDefaultMaxFrameBytes)));
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, kHpackTableBytes);
   nghttp2_session* session = nullptr;
   const int rv = nghttp2_session_server_new2(&session, cbs, this, opt);
   nghttp2_option_del(opt);
@@ -370,6 +444,7 @@ void Http2Connection::start() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
        static_cast<uint32_t>(std::min<uint64_t>(h2.max_header_list_bytes, UINT32_MAX))},
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, kHpackTableBytes},
   };
   nghttp2_submit_settings(session_.get(), NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
   const uint64_t window = std::min<uint64_t>(
@@ -382,7 +457,7 @@ void Http2Connection::start() {
 }
 
 void Http2Connection::closeWhenIdle() {
-  if (closed_ || draining_) return;
+  if (closed_ || draining_ || calm_) return;
   draining_ = true;
   nghttp2_submit_goaway(session_.get(), NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(session_.get()), NGHTTP2_NO_ERROR,
@@ -428,6 +503,11 @@ void Http2Connection::timerCb(void* ctx) noexcept {
 
 void Http2Connection::onTimer() {
   if (closed_) return;
+  if (calm_) {
+    // The GOAWAY(ENHANCE_YOUR_CALM) had its moment: done.
+    clientGone();
+    return;
+  }
   if (streams_.empty()) {
     // Idle (client_idle_ms without a stream), or draining with nothing left.
     closeNow();
@@ -447,6 +527,11 @@ void Http2Connection::onTimer() {
 
 void Http2Connection::updateTimer() {
   if (closed_) return;
+  if (calm_) {
+    timer_.cancel();
+    timer_.setDeadline(calm_deadline_);
+    return;
+  }
   if (streams_.empty()) {
     timer_.cancel();
     // Draining with nothing open: closed from the timer, once the GOAWAY had a moment to go.
@@ -473,12 +558,29 @@ Http2Connection::Stream* Http2Connection::stream(int32_t id) const {
 void Http2Connection::processInput() {
   if (closed_) return;
   evbuffer* in = client_->input();
+  if (calm_) {
+    // Beyond a budget: read on only so the client sees the GOAWAY rather than a reset.
+    evbuffer_drain(in, evbuffer_get_length(in));
+    return;
+  }
   ++in_nghttp2_;
   while (evbuffer_get_length(in) > 0) {
     evbuffer_iovec vec;
     if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
     const ssize_t n = nghttp2_session_mem_recv(
         session_.get(), static_cast<const uint8_t*>(vec.iov_base), vec.iov_len);
+    if (n < 0 && (calm_ || n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS || n == NGHTTP2_ERR_FLOODED)) {
+      // A budget's callback stopped nghttp2 (calm_), or one of nghttp2's own bounds.
+      if (n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+        calmDown(Http2Abuse::Continuation);
+      } else if (n == NGHTTP2_ERR_FLOODED) {
+        const uint64_t now = LazyTimer::nowMs();
+        calmDown(ping_frames_.count(now) >= settings_frames_.count(now) ? Http2Abuse::Ping
+                                                                        : Http2Abuse::Settings);
+      }
+      evbuffer_drain(in, evbuffer_get_length(in));
+      break;
+    }
     if (n < 0) {
       SY_LOG(Debug, "client %s: HTTP/2: %s", client_ip_.c_str(),
              nghttp2_strerror(static_cast<int>(n)));
@@ -490,13 +592,16 @@ void Http2Connection::processInput() {
       break;
     }
     evbuffer_drain(in, static_cast<size_t>(n));
-    if (close_wanted_) break;
+    if (calm_) evbuffer_drain(in, evbuffer_get_length(in));
+    if (close_wanted_ || calm_) break;
   }
   --in_nghttp2_;
   updateTimer();
 }
 
 int Http2Connection::onBeginHeaders(int32_t stream_id) {
+  if (calm_) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  opened_.add(LazyTimer::nowMs());
   auto s = std::make_unique<Stream>(*this, stream_id);
   s->header_deadline = LazyTimer::nowMs() + header_ms_;
   nghttp2_session_set_stream_user_data(session_.get(), stream_id, s.get());
@@ -583,8 +688,46 @@ void Http2Connection::requestEnd(Stream& s) {
   if (s.exchange && s.head_done && !s.response_done) s.exchange->decodeEnd();
 }
 
+bool Http2Connection::withinBudget(int32_t stream_id, uint8_t type, uint8_t flags,
+                                   size_t data_length) {
+  (void)stream_id;
+  if (calm_) return false;
+  const uint64_t now = LazyTimer::nowMs();
+  auto over = [&](EventWindow& window, uint32_t budget, Http2Abuse reason) {
+    if (window.add(now) <= budget) return false;
+    calmDown(reason);
+    return true;
+  };
+  switch (type) {
+    case NGHTTP2_SETTINGS:
+      return (flags & NGHTTP2_FLAG_ACK) != 0 ||
+             !over(settings_frames_, kSettingsBudget, Http2Abuse::Settings);
+    case NGHTTP2_PING:
+      return (flags & NGHTTP2_FLAG_ACK) != 0 || !over(ping_frames_, kPingBudget, Http2Abuse::Ping);
+    case NGHTTP2_PRIORITY: return !over(priority_frames_, kPriorityBudget, Http2Abuse::Priority);
+    case NGHTTP2_DATA:
+      return data_length != 0 || (flags & NGHTTP2_FLAG_END_STREAM) != 0 ||
+             !over(empty_data_frames_, kEmptyDataBudget, Http2Abuse::EmptyData);
+    default: return true;
+  }
+}
+
+void Http2Connection::calmDown(Http2Abuse reason) {
+  if (calm_ || closed_) return;
+  calm_ = true;
+  SY_LOG(Info, "client %s: HTTP/2 %s beyond its budget: GOAWAY(ENHANCE_YOUR_CALM)",
+         client_ip_.c_str(), kHttp2AbuseNames[static_cast<size_t>(reason)]);
+  if (counters_ != nullptr) counters_->recordHttp2Goaway(reason);
+  // Names the last stream nghttp2 took, and closes the session once it is sent.
+  nghttp2_session_terminate_session(session_.get(), NGHTTP2_ENHANCE_YOUR_CALM);
+  calm_deadline_ = LazyTimer::nowMs() + kCalmLingerMs;
+  abandonStreams();
+  updateTimer();
+}
+
 int Http2Connection::onFrameRecv(int32_t stream_id, uint8_t type, uint8_t flags,
-                                 bool request_headers) {
+                                 bool request_headers, size_t data_length) {
+  if (!withinBudget(stream_id, type, flags, data_length)) return NGHTTP2_ERR_CALLBACK_FAILURE;
   if (type != NGHTTP2_HEADERS && type != NGHTTP2_DATA) return 0;
   Stream* s = stream(stream_id);
   if (s == nullptr) return 0;
@@ -634,16 +777,56 @@ int Http2Connection::onStreamClose(int32_t stream_id, uint32_t error_code) {
   std::unique_ptr<Stream> s = std::move(it->second);
   streams_.erase(it);
   s->closed = true;
+  bool early = false;
   if (!s->response_done) {
     // Reset by the client (or by nghttp2 for a malformed request) before the exchange ended.
     SY_LOG(Debug, "client %s: stream %d closed early (%s)", client_ip_.c_str(), stream_id,
            nghttp2_http2_strerror(error_code));
     s->response_done = true;
+    early = true;
     if (s->exchange) s->exchange->onClientGone();
   }
   worker_.deferDelete(std::move(s));
+  if (early && !calm_ && !closed_) {
+    // The rapid-reset budget (see the top).
+    const uint64_t now = LazyTimer::nowMs();
+    const uint32_t resets = resets_.add(now);
+    if (resets > kResetCeiling ||
+        (resets > reset_budget_ && uint64_t{resets} * 2 > opened_.count(now))) {
+      calmDown(Http2Abuse::RapidReset);
+      return 0;
+    }
+  }
   if (streams_.empty()) updateTimer();  // idle from now (or, draining, done)
   return 0;
+}
+
+// ---- EventWindow ------------------------------------------------------------------------------
+
+void Http2Connection::EventWindow::advance(uint64_t second) {
+  if (second <= second_) return;
+  if (second - second_ >= kSeconds) {
+    slots_.fill(0);
+    total_ = 0;
+  } else {
+    for (uint64_t s = second_ + 1; s <= second; ++s) {
+      uint32_t& slot = slots_[s % kSeconds];
+      total_ -= slot;
+      slot = 0;
+    }
+  }
+  second_ = second;
+}
+
+uint32_t Http2Connection::EventWindow::add(uint64_t now_ms) {
+  advance(now_ms / 1000);
+  ++slots_[second_ % kSeconds];
+  return ++total_;
+}
+
+uint32_t Http2Connection::EventWindow::count(uint64_t now_ms) {
+  advance(now_ms / 1000);
+  return total_;
 }
 
 // ---- output ---------------------------------------------------------------------------------
@@ -706,6 +889,15 @@ void Http2Connection::flush() {
     closeNow();
     return;
   }
+  if (calm_) {
+    // Once the GOAWAY(ENHANCE_YOUR_CALM) is out: FIN after it, then read (and discard) until
+    // the client closes or kCalmLingerMs ends (onTimer).
+    if (!calm_shut_ && !nghttp2_session_want_write(session_.get())) {
+      calm_shut_ = true;
+      client_->shutdownWrite();
+    }
+    return;
+  }
   // nghttp2 is done (GOAWAY sent and no stream left, or the peer's GOAWAY) and so is the
   // output: the connection ends.
   if (!nghttp2_session_want_read(session_.get()) && !nghttp2_session_want_write(session_.get()) &&
@@ -720,6 +912,11 @@ void Http2Connection::flush() {
 
 void Http2Connection::clientGone() {
   if (closed_) return;
+  abandonStreams();
+  closeNow();
+}
+
+void Http2Connection::abandonStreams() {
   // Streams may be unlinked by the exchanges' calls: collect first.
   std::vector<int32_t> ids;
   for (auto& [id, s] : streams_) ids.push_back(id);
@@ -732,7 +929,6 @@ void Http2Connection::clientGone() {
       s.exchange->onClientGone();
     }
   }
-  closeNow();
 }
 
 void Http2Connection::closeNow() {

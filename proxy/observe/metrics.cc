@@ -86,7 +86,18 @@ std::shared_ptr<const RouteMetricsTable> MetricsRegistry::tableFor(
   table->reserve(snapshot.routes.size() + 1);
   for (const config::Route& r : snapshot.routes) table->push_back(&route(r.name));
   table->push_back(&unmatched());  // last: requests that matched no route
+  table->worker_counters = worker_counters_.get();
   return table;
+}
+
+std::array<uint64_t, kHttp2AbuseReasons> MetricsRegistry::http2GoawayTotals() const {
+  std::array<uint64_t, kHttp2AbuseReasons> out{};
+  for (size_t w = 0; w < workers_; ++w) {
+    for (size_t r = 0; r < kHttp2AbuseReasons; ++r) {
+      out[r] += worker_counters_[w].http2_goaways[r].load(std::memory_order_relaxed);
+    }
+  }
+  return out;
 }
 
 const RouteMetrics* MetricsRegistry::find(const std::string& name) const {

@@ -139,12 +139,31 @@ class RouteMetrics {
   std::unique_ptr<ShadowCounters[]> shadow_;
 };
 
-// The route metrics of one snapshot, by route index (what a worker looks up per request).
-using RouteMetricsTable = std::vector<RouteMetrics*>;
+// Why an HTTP/2 connection was closed with GOAWAY(ENHANCE_YOUR_CALM) (SPEC §12): the budget
+// its client went beyond (switchyard_http2_goaways_total{reason}).
+enum class Http2Abuse : uint8_t { RapidReset, Continuation, Settings, Ping, Priority, EmptyData };
+inline constexpr size_t kHttp2AbuseReasons = 6;
+inline constexpr std::array<const char*, kHttp2AbuseReasons> kHttp2AbuseNames = {
+    "rapid_reset", "continuation", "settings", "ping", "priority", "empty_data"};
+
+// One worker's process-wide counters (not per route). Cache-line aligned like VariantCounters.
+struct alignas(64) WorkerCounters {
+  std::array<std::atomic<uint64_t>, kHttp2AbuseReasons> http2_goaways{};
+
+  // Thread: the owning worker.
+  void recordHttp2Goaway(Http2Abuse reason) { bump(http2_goaways[static_cast<size_t>(reason)]); }
+};
+
+// The route metrics of one snapshot, by route index (what a worker looks up per request), and
+// the registry's per-worker counters (`worker_counters[worker index]`; they outlive every table).
+struct RouteMetricsTable : std::vector<RouteMetrics*> {
+  WorkerCounters* worker_counters = nullptr;
+};
 
 class MetricsRegistry {
  public:
-  explicit MetricsRegistry(size_t workers) : workers_(workers) {}
+  explicit MetricsRegistry(size_t workers)
+      : workers_(workers), worker_counters_(new WorkerCounters[workers > 0 ? workers : 1]) {}
   // Thread: main. The metrics of every route of `snapshot`, created as needed. Routes without
   // a match (404) are counted under the route name "".
   std::shared_ptr<const RouteMetricsTable> tableFor(const config::Snapshot& snapshot);
@@ -152,10 +171,15 @@ class MetricsRegistry {
   // Thread: main.
   const std::map<std::string, std::unique_ptr<RouteMetrics>>& routes() const { return routes_; }
   const RouteMetrics* find(const std::string& name) const;
+  // Thread: the worker `worker` writes (through its table's worker_counters); main reads.
+  WorkerCounters& workerCounters(size_t worker) { return worker_counters_[worker]; }
+  // Thread: main. Sum over workers, by Http2Abuse.
+  std::array<uint64_t, kHttp2AbuseReasons> http2GoawayTotals() const;
 
  private:
   RouteMetrics& route(const std::string& name);
   size_t workers_;
+  std::unique_ptr<WorkerCounters[]> worker_counters_;
   std::map<std::string, std::unique_ptr<RouteMetrics>> routes_;
 };
 

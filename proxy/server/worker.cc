@@ -173,9 +173,12 @@ void Worker::protocolDetected(ProtocolDetector* detector, bool http2) {
   context_.deferDelete(std::move(it->second));
   connections_.erase(it);
   if (http2) {
-    std::unique_ptr<Http2Connection> conn =
-        Http2Connection::create(context_, factory_, *this, exchanges_.snapshot,
-                                std::move(transport), detector->peer(), address, tls_snapshot);
+    WorkerCounters* counters = exchanges_.route_metrics && exchanges_.route_metrics->worker_counters
+                                   ? &exchanges_.route_metrics->worker_counters[context_.index()]
+                                   : nullptr;
+    std::unique_ptr<Http2Connection> conn = Http2Connection::create(
+        context_, factory_, *this, exchanges_.snapshot, std::move(transport), detector->peer(),
+        address, tls_snapshot, counters);
     if (!conn) {
       if (context_.draining()) maybeFinishDrain();
       return;

@@ -17,14 +17,16 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Cases, Client, Env, config_doc, eq, expect, free_port,  # noqa: E402
-                     pattern_bytes, route, sha256, wait_until)
+                     metrics, pattern_bytes, route, sha256, wait_until)
 
 sys.path.append("/usr/lib/python3/dist-packages")  # Debian's python3-h2
 import h2.config  # noqa: E402
@@ -535,6 +537,210 @@ def _():
         c.close()
 
 
+# ---- abuse budgets (SPEC §12): GOAWAY(ENHANCE_YOUR_CALM) ------------------------------------
+# Frames built by hand: python3-h2 refuses to send most of these floods. The proxy's budgets
+# (proxy/http2/server_connection.cc), per connection over 10 s: resets beyond
+# max(100, 2 * max_concurrent_streams) = 128 here while more than half of the streams opened;
+# SETTINGS, PING, empty DATA beyond 100; PRIORITY beyond 1000; CONTINUATION beyond nghttp2's 8
+# per header block.
+
+ENHANCE_YOUR_CALM = 0xb
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+T_DATA, T_HEADERS, T_PRIORITY, T_RST, T_SETTINGS, T_PING, T_GOAWAY, T_CONT = 0, 1, 2, 3, 4, 6, 7, 9
+F_END_STREAM, F_ACK, F_END_HEADERS = 0x1, 0x1, 0x4
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+        struct.pack(">I", sid) + payload
+
+
+def request_block(encoder, path, method="GET"):
+    return encoder.encode([(":method", method), (":scheme", "http"), (":path", path),
+                           (":authority", HOST)])
+
+
+def goaways_by_reason():
+    got = {}
+    for (name, labels), value in metrics(S.admin_port).items():
+        if name == "switchyard_http2_goaways_total":
+            got[dict(labels)["reason"]] = value
+    return got
+
+
+class RawH2:
+    """A prior-knowledge connection written frame by frame; read_until_closed() parses what
+    the proxy sent back."""
+
+    def __init__(self, port=None):
+        self.sock = socket.create_connection(("127.0.0.1", port or S.port), timeout=5)
+        self.sock.sendall(PREFACE + frame(T_SETTINGS, 0, 0))
+        self.buf = b""
+        self.frames = []
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False  # closed by the proxy while the flood went on
+
+    def read_until_closed(self, timeout=5.0):
+        """Reads until EOF (or a reset); True if the proxy closed the connection."""
+        deadline = time.monotonic() + timeout
+        closed = False
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                closed = True
+                break
+            if not data:
+                closed = True
+                break
+            self.buf += data
+        while len(self.buf) >= 9:
+            n = int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < 9 + n:
+                break
+            self.frames.append((self.buf[3], self.buf[4],
+                                int.from_bytes(self.buf[5:9], "big") & 0x7fffffff,
+                                self.buf[9:9 + n]))
+            self.buf = self.buf[9 + n:]
+        return closed
+
+    def goaway_code(self):
+        codes = [struct.unpack(">II", p[:8])[1] for t, _, _, p in self.frames if t == T_GOAWAY]
+        return codes[-1] if codes else None
+
+    def close(self):
+        self.sock.close()
+
+
+def expect_calm(flood, reason, what):
+    """Runs `flood(raw)` on a new connection: GOAWAY(ENHANCE_YOUR_CALM), the connection closes,
+    the metric counts one more for `reason`, and a new connection is served."""
+    before = goaways_by_reason().get(reason, 0.0)
+    raw = RawH2()
+    try:
+        flood(raw)
+        closed = raw.read_until_closed()
+        eq(raw.goaway_code(), ENHANCE_YOUR_CALM, "GOAWAY error code after %s" % what)
+        expect(closed, "connection closed after %s" % what)
+    finally:
+        raw.close()
+    wait_until(lambda: goaways_by_reason().get(reason, 0.0) == before + 1, 5,
+               "switchyard_http2_goaways_total{reason=%s} + 1" % reason)
+    eq(h2get("/after-%s" % reason).status, 200, "a new connection after %s" % what)
+
+
+@cases.case("/metrics: switchyard_http2_goaways_total is a counter with every reason")
+def _():
+    from harness import admin_get
+    text = admin_get(S.admin_port, "/metrics")
+    expect("# TYPE switchyard_http2_goaways_total counter" in text.splitlines(), "TYPE line")
+    eq(sorted(goaways_by_reason()), sorted(["rapid_reset", "continuation", "settings", "ping",
+                                            "priority", "empty_data"]), "reasons")
+
+
+@cases.case("PING flood: GOAWAY(ENHANCE_YOUR_CALM), closed, counted as ping")
+def _():
+    expect_calm(lambda raw: raw.send(b"".join(frame(T_PING, 0, 0, struct.pack(">Q", i))
+                                              for i in range(300))), "ping", "300 PINGs")
+
+
+@cases.case("SETTINGS flood: GOAWAY(ENHANCE_YOUR_CALM), closed, counted as settings")
+def _():
+    expect_calm(lambda raw: raw.send(frame(T_SETTINGS, 0, 0) * 300), "settings",
+                "300 SETTINGS")
+
+
+@cases.case("PRIORITY flood: GOAWAY(ENHANCE_YOUR_CALM), closed, counted as priority")
+def _():
+    def flood(raw):
+        raw.send(b"".join(frame(T_PRIORITY, 0, 2 * i + 1, struct.pack(">IB", 0, 15))
+                          for i in range(1500)))
+    expect_calm(flood, "priority", "1500 PRIORITY frames")
+
+
+@cases.case("empty DATA flood: GOAWAY(ENHANCE_YOUR_CALM), closed, counted as empty_data")
+def _():
+    import hpack
+
+    def flood(raw):
+        raw.send(frame(T_HEADERS, F_END_HEADERS, 1,
+                       request_block(hpack.Encoder(), "/sleep?ms=2000", "POST")) +
+                 frame(T_DATA, 0, 1) * 300)
+    expect_calm(flood, "empty_data", "300 empty DATA frames")
+
+
+@cases.case("CONTINUATION flood: GOAWAY(ENHANCE_YOUR_CALM), closed, counted as continuation")
+def _():
+    import hpack
+
+    def flood(raw):
+        enc = hpack.Encoder()
+        data = frame(T_HEADERS, 0, 1, request_block(enc, "/continuation"))
+        for i in range(40):
+            data += frame(T_CONT, 0, 1, enc.encode([("x-pad-%d" % i, "v" * 20)]))
+        raw.send(data)
+    expect_calm(flood, "continuation", "40 CONTINUATION frames")
+
+
+@cases.case("rapid reset: GOAWAY(ENHANCE_YOUR_CALM), closed, counted; others are served")
+def _():
+    import hpack
+    # A stream in flight on another connection: it finishes during and after the flood.
+    other = H2Client(S.port)
+    try:
+        slow = other.request("GET", "/sleep?ms=400")
+
+        def flood(raw):
+            enc = hpack.Encoder()
+            data = b""
+            for i in range(400):
+                sid = 2 * i + 1
+                data += frame(T_HEADERS, F_END_HEADERS | F_END_STREAM, sid,
+                              request_block(enc, "/sleep?ms=1000&rr=%d" % i))
+                data += frame(T_RST, 0, sid, struct.pack(">I", 8))  # CANCEL
+            raw.send(data)
+        expect_calm(flood, "rapid_reset", "400 streams opened and reset")
+        eq(other.run([slow])[0].status, 200, "the stream in flight on the other connection")
+        eq(other.goaway, None, "no GOAWAY for the other connection")
+    finally:
+        other.close()
+
+
+@cases.case("a well-behaved client: many streams, some resets, pings: never a GOAWAY")
+def _():
+    before = goaways_by_reason()
+    c = H2Client(S.port)
+    try:
+        # A page's worth of requests in waves (64 concurrent at most), a few cancelled each wave.
+        for wave in range(5):
+            sids = [c.request("GET", "/page/%d/%d" % (wave, i)) for i in range(40)]
+            for sid in sids[:4]:
+                c.reset(sid)
+            c.conn.ping(struct.pack(">Q", wave))
+            c._send()
+            got = c.run(sids[4:])
+            expect(all(r.status == 200 for r in got), "wave %d answered" % wave)
+        # Leaving a page: every stream in flight is cancelled at once.
+        sids = [c.request("GET", "/sleep?ms=300&leave=%d" % i) for i in range(60)]
+        for sid in sids:
+            c.reset(sid)
+        # A body sent as many small DATA frames, ended by an empty DATA with END_STREAM.
+        sid = c.request("POST", "/echo", [("content-length", "3000")], body=b"x" * 3000)
+        resp = c.run([sid])[0]
+        eq(resp.status, 200, "a request after the cancelled ones")
+        eq(c.goaway, None, "no GOAWAY")
+    finally:
+        c.close()
+    eq(goaways_by_reason(), before, "switchyard_http2_goaways_total unchanged")
+
+
 # Last: it stops the proxy.
 @cases.case("graceful stop: GOAWAY, the open stream finishes")
 def _():
@@ -593,8 +799,9 @@ def main():
         S.tls_port = free_port()
         S.tls_h1_port = free_port()
         S.access_log = str(certs / "access.log")
+        S.admin_port = free_port()
         doc = config_doc(
-            S.port,
+            S.port, admin_port=S.admin_port,
             pools={"blue": [blue.addr], "green": [green.addr]},
             routes=[route("app", {"blue": "blue", "green": "green"},
                           {"blue": 50, "green": 50}, assign_cookie="sy_id")],

@@ -33,7 +33,7 @@ def metrics():
     for line in admin("/metrics").splitlines():
         if not line or line.startswith("#"):
             continue
-        m = re.match(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$', line)
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
         expect(m is not None, "unparsable metrics line %r" % line)
         labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
         out[(m.group(1), labels)] = float(m.group(3))
