@@ -8,16 +8,11 @@
 
 #include "common/log.h"
 #include "proxy/http/rewrite.h"
+#include "proxy/http2/request_head.h"
 #include "proxy/net/libevent_ptr.h"
 
 namespace sy::proxy {
 namespace {
-
-// RFC 9113 §6.5.2: SETTINGS_INITIAL_WINDOW_SIZE at most 2^31-1.
-constexpr uint64_t kMaxWindow = 0x7fffffff;
-// The connection-level receive window (consumed at once, see the header): room for this many
-// streams' windows in flight.
-constexpr uint64_t kConnectionWindowStreams = 16;
 
 // ---- abuse budgets (SPEC §12) ----
 //
@@ -39,7 +34,8 @@ constexpr uint64_t kConnectionWindowStreams = 16;
 // - DATA with no payload and without END_STREAM: beyond 100. Such a frame carries nothing and
 //   ends nothing (an empty DATA with END_STREAM ends a request body: not counted).
 //
-// What nghttp2 1.52.0 (Debian 1.52.0-1+deb12u3) bounds itself, set explicitly in init():
+// What nghttp2 1.52.0 (Debian 1.52.0-1+deb12u3) bounds itself, set explicitly by
+// newHttp2ServerSession (request_head.cc):
 // - A client that does not read while it sends PING or SETTINGS: at kMaxOutboundAck ACKs
 //   queued nghttp2_session_mem_recv fails with NGHTTP2_ERR_FLOODED (no GOAWAY of its own):
 //   answered here with GOAWAY(ENHANCE_YOUR_CALM), reason ping or settings. A client that reads
@@ -59,9 +55,9 @@ constexpr uint64_t kConnectionWindowStreams = 16;
 //   it), at least nghttp2's default 8. A header block is then at most (that + 1) * 16 KiB
 //   (144 KiB by default) before END_HEADERS, decoded as it arrives; onHeader keeps no field
 //   past max_header_list_bytes, and client_header_ms bounds a block that never ends.
-// - HPACK: the client's dynamic table is the kHpackTableBytes we announce
+// - HPACK: the client's dynamic table is the kHttp2HpackTableBytes we announce
 //   (SETTINGS_HEADER_TABLE_SIZE; nghttp2's inflater refuses a larger size update with
-//   COMPRESSION_ERROR), ours at most kHpackTableBytes whatever size the client announces
+//   COMPRESSION_ERROR), ours at most kHttp2HpackTableBytes whatever size the client announces
 //   (max_deflate_dynamic_table_size).
 constexpr uint32_t kResetFloor = 100;
 constexpr uint32_t kResetCeiling = 1000;
@@ -69,13 +65,6 @@ constexpr uint32_t kSettingsBudget = 100;
 constexpr uint32_t kPingBudget = 100;
 constexpr uint32_t kPriorityBudget = 1000;
 constexpr uint32_t kEmptyDataBudget = 100;
-constexpr size_t kMaxOutboundAck = 1000;  // nghttp2's defaults, set explicitly
-constexpr size_t kMaxSettingsEntries = 32;
-constexpr uint64_t kNghttp2ResetBurst = 1000;
-constexpr uint64_t kNghttp2ResetRate = 33;
-constexpr size_t kMinContinuations = 8;
-constexpr uint64_t kDefaultMaxFrameBytes = 16384;  // SETTINGS_MAX_FRAME_SIZE, not raised
-constexpr uint32_t kHpackTableBytes = 4096;
 
 std::string_view view(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
 
@@ -102,10 +91,8 @@ void appendNumber(std::string& out, uint64_t v) {
 
 class Http2Connection::Stream final : public Deferrable, public ResponseEncoder {
  public:
-  Stream(Http2Connection& c, int32_t stream_id) : conn(c), id(stream_id), out(evbuffer_new()) {
-    head.http_major = 2;
-    head.http_minor = 0;
-  }
+  Stream(Http2Connection& c, int32_t stream_id)
+      : conn(c), id(stream_id), request(c.max_header_list_bytes_), out(evbuffer_new()) {}
 
   RequestHandler& handler() {
     if (!exchange) {
@@ -253,18 +240,13 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
 
   Http2Connection& conn;
   const int32_t id;
-  RequestHead head;
+  Http2RequestHeaders request;  // the header list, then (once head_done) the head
   RequestFraming framing;
-  std::string cookie;     // the cookie crumbs, joined with "; "
-  std::string authority;  // :authority
-  bool have_method = false;
-  uint64_t header_bytes = 0;     // the header list's size as RFC 9113 §6.5.2 counts it
   uint64_t header_deadline = 0;  // LazyTimer clock; 0 once the head is complete
   uint64_t unconsumed = 0;       // DATA bytes taken while backpressured: window not reopened
   uint64_t bytes_out = 0;
   EvBufferPtr out;  // response body bytes not yet framed
   bool head_done = false;
-  bool too_large = false;
   bool request_done = false;
   bool response_started = false;
   bool response_done = false;  // the exchange ended its response (end, reply or abort)
@@ -410,48 +392,16 @@ bool Http2Connection::init() {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Callbacks::dataChunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Callbacks::frameSend);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Callbacks::streamClose);
-  nghttp2_option* opt = nullptr;
-  if (nghttp2_option_new(&opt) != 0) {
-    nghttp2_session_callbacks_del(cbs);
-    return false;
-  }
-  // Windows reopen only for what the exchanges took (nghttp2_session_consume*).
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  // What nghttp2 bounds itself (see the budgets at the top).
-  nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAck);
-  nghttp2_option_set_max_settings(opt, kMaxSettingsEntries);
-  nghttp2_option_set_stream_reset_rate_limit(opt, kNghttp2ResetBurst, kNghttp2ResetRate);
-  nghttp2_option_set_max_continuations(
-      opt, static_cast<size_t>(std::max<uint64_t>(
-               kMinContinuations,
-               (max_header_list_bytes_ + kDefaultMaxFrameBytes - 1) / kDefaultMaxFrameBytes)));
-  nghttp2_option_set_max_deflate_dynamic_table_size(opt, kHpackTableBytes);
-  nghttp2_session* session = nullptr;
-  const int rv = nghttp2_session_server_new2(&session, cbs, this, opt);
-  nghttp2_option_del(opt);
+  nghttp2_session* session = newHttp2ServerSession(cbs, this, max_header_list_bytes_);
   nghttp2_session_callbacks_del(cbs);
-  if (rv != 0) return false;
+  if (session == nullptr) return false;
   session_.reset(session);
   return true;
 }
 
 void Http2Connection::start() {
   FlushOnExit flush(*this);
-  const config::Http2Settings& h2 = settings().http2;
-  const nghttp2_settings_entry iv[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, h2.max_concurrent_streams},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, h2.initial_window_bytes},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
-       static_cast<uint32_t>(std::min<uint64_t>(h2.max_header_list_bytes, UINT32_MAX))},
-      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-      {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, kHpackTableBytes},
-  };
-  nghttp2_submit_settings(session_.get(), NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
-  const uint64_t window = std::min<uint64_t>(
-      kMaxWindow, std::max<uint64_t>(NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE,
-                                     uint64_t{h2.initial_window_bytes} * kConnectionWindowStreams));
-  nghttp2_session_set_local_window_size(session_.get(), NGHTTP2_FLAG_NONE, 0,
-                                        static_cast<int32_t>(window));
+  submitHttp2ServerSettings(session_.get(), settings().http2);
   updateTimer();
   if (evbuffer_get_length(client_->input()) > 0) processInput();
 }
@@ -612,74 +562,24 @@ int Http2Connection::onBeginHeaders(int32_t stream_id) {
 int Http2Connection::onHeader(int32_t stream_id, std::string_view name, std::string_view value) {
   Stream* s = stream(stream_id);
   if (s == nullptr) return 0;
-  s->header_bytes += name.size() + value.size() + 32;
-  if (s->header_bytes > max_header_list_bytes_) s->too_large = true;
-  if (s->too_large) return 0;  // answered 431 when the head is complete
-  // (nghttp2 has checked the pseudo-headers, lower-case names and connection-specific fields.)
-  if (!name.empty() && name[0] == ':') {
-    if (name == ":method") {
-      s->head.method.assign(value);
-      s->have_method = true;
-    } else if (name == ":path") {
-      s->head.target.assign(value);
-    } else if (name == ":authority") {
-      s->authority.assign(value);
-    }
-    // :scheme is not passed on: X-Forwarded-Proto says how the client reached us.
-    return 0;
-  }
-  if (name == "cookie") {
-    // RFC 9113 §8.2.3: crumbs are joined with "; " for an HTTP/1.1 hop.
-    if (!s->cookie.empty()) s->cookie.append("; ");
-    s->cookie.append(value);
-    return 0;
-  }
-  s->head.headers.push_back(Header{std::string(name), std::string(value)});
+  s->request.add(name, value);
   return 0;
 }
 
 void Http2Connection::headComplete(Stream& s, bool end_stream) {
   s.head_done = true;
   s.header_deadline = 0;
-  RequestHead& head = s.head;
-  if (!s.cookie.empty()) head.headers.push_back(Header{"cookie", std::move(s.cookie)});
-  if (!s.authority.empty()) {
-    // RFC 9113 §8.3.1: :authority wins over a Host field.
-    std::erase_if(head.headers, [](const Header& h) { return h.name == "host"; });
-    head.headers.insert(head.headers.begin(), Header{"host", s.authority});
-  }
-  if (s.too_large) {
-    s.handler().decodeError({ErrorSource::Downstream, ErrorKind::HeadTooLarge}, nullptr);
-    return;
-  }
-  if (head.method == "CONNECT") {
-    // No tunnels over HTTP/2 (yet): the stream is refused.
-    nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_PROTOCOL_ERROR);
-    return;
-  }
-  RequestFraming& framing = s.framing;
-  if (auto cl = findHeader(head.headers, "content-length")) {
-    uint64_t n = 0;
-    auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), n);
-    if (ec != std::errc() || end != cl->data() + cl->size()) {
+  switch (s.request.complete(end_stream, s.framing)) {
+    case Http2RequestHeaders::Verdict::TooLarge:
+      s.handler().decodeError({ErrorSource::Downstream, ErrorKind::HeadTooLarge}, nullptr);
+      return;
+    case Http2RequestHeaders::Verdict::Refuse:
       nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_PROTOCOL_ERROR);
       return;
-    }
-    framing.framing = BodyFraming::ContentLength;
-    framing.content_length = n;
-  } else if (end_stream) {
-    framing.framing = BodyFraming::None;
-  } else {
-    // A body of unknown length: chunked to the HTTP/1.1 upstream.
-    framing.framing = BodyFraming::Chunked;
+    case Http2RequestHeaders::Verdict::Forward: break;
   }
-  if (framing.framing != BodyFraming::None) {
-    if (auto expect = findHeader(head.headers, "expect");
-        expect && equalsIgnoreCase(*expect, "100-continue")) {
-      framing.expect_continue = s.expect_continue = true;
-    }
-  }
-  s.handler().decodeHead(head, framing);
+  s.expect_continue = s.framing.expect_continue;
+  s.handler().decodeHead(s.request.head(), s.framing);
 }
 
 void Http2Connection::requestEnd(Stream& s) {
