@@ -182,6 +182,17 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
     }
   }
 
+  appendHeader(out, "switchyard_requests_by_protocol_total", "counter",
+               "Requests (HTTP/2: streams) by route, variant and the protocol the client spoke.");
+  for (const Series& x : series) {
+    for (size_t p = 0; p < kClientProtocols; ++p) {
+      out.append("switchyard_requests_by_protocol_total{");
+      labels(x);
+      out.append(",protocol=\"").append(kClientProtocolNames[p]).append("\"} ");
+      out.append(std::to_string(x.totals.protocols[p])).append("\n");
+    }
+  }
+
   appendHeader(out, "switchyard_request_duration_seconds", "histogram",
                "Time from the request head to the last response byte, in seconds.");
   for (const Series& x : series) {

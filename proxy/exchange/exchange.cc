@@ -461,6 +461,7 @@ Termination Exchange::terminationFor(const ProxyError& error) const {
     case ErrorKind::MalformedRequest:
     case ErrorKind::HeadTooLarge:
     case ErrorKind::VersionNotSupported:
+    case ErrorKind::MethodNotImplemented:
     case ErrorKind::NoRoute: return {TerminationSource::Proxy, TerminationPhase::Head};
     case ErrorKind::BodyTooLarge:
       // By Content-Length at the head, or a chunked body that outgrew the limit.
@@ -522,10 +523,10 @@ void Exchange::fail(const ProxyError& error) {
   reply.status = status;
   reply.message = messageFor(error.kind);
   reply.request_id = request_id_;
-  reply.close = error.kind == ErrorKind::MalformedRequest ||
-                error.kind == ErrorKind::HeadTooLarge || error.kind == ErrorKind::BodyTooLarge ||
-                error.kind == ErrorKind::VersionNotSupported ||
-                error.kind == ErrorKind::HeadTimeout;
+  reply.close =
+      error.kind == ErrorKind::MalformedRequest || error.kind == ErrorKind::HeadTooLarge ||
+      error.kind == ErrorKind::BodyTooLarge || error.kind == ErrorKind::VersionNotSupported ||
+      error.kind == ErrorKind::MethodNotImplemented || error.kind == ErrorKind::HeadTimeout;
   encoder_.encodeLocalReply(reply);  // last: the connection may start the next exchange
 }
 
@@ -543,6 +544,7 @@ void Exchange::recordOutcome(int status, Termination termination) {
   VariantCounters& counters = route_metrics_->slot(ctx_.worker.index(), variant_);
   if (status != 0) counters.recordResponse(status, duration_us);
   counters.recordTermination(termination);
+  counters.recordProtocol(connection_.http2 ? ClientProtocol::Http2 : ClientProtocol::Http1);
   // SPEC §11: a rollout judges what the upstream did; the client's and the proxy's doings
   // (4xx, a client that left, a limit) are not the variant's errors. Only routes with a rollout
   // pay for the evidence.

@@ -10,6 +10,7 @@ int statusFor(ErrorKind kind) {
     case ErrorKind::BodyTooLarge: return 413;
     case ErrorKind::NoRoute: return 404;
     case ErrorKind::VersionNotSupported: return 505;
+    case ErrorKind::MethodNotImplemented: return 501;
     case ErrorKind::ConnectFailed:
     case ErrorKind::ResetBeforeResponse:
     case ErrorKind::MalformedResponse: return 502;
@@ -27,6 +28,7 @@ const char* messageFor(ErrorKind kind) {
     case ErrorKind::BodyTooLarge: return "request body too large";
     case ErrorKind::NoRoute: return "no route for this request";
     case ErrorKind::VersionNotSupported: return "HTTP version not supported";
+    case ErrorKind::MethodNotImplemented: return "method not implemented";
     case ErrorKind::ConnectFailed: return "upstream connect failed";
     case ErrorKind::ResetBeforeResponse: return "upstream closed the connection before responding";
     case ErrorKind::MalformedResponse: return "upstream sent a malformed response";

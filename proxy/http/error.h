@@ -11,12 +11,13 @@ enum class ErrorSource : uint8_t { Downstream, Upstream };
 
 enum class ErrorKind : uint8_t {
   // Downstream (the client's request)
-  MalformedRequest,     // 400
-  HeadTimeout,          // 408: the head did not arrive within client_header_ms
-  HeadTooLarge,         // 431
-  BodyTooLarge,         // 413
-  NoRoute,              // 404
-  VersionNotSupported,  // 505
+  MalformedRequest,      // 400
+  HeadTimeout,           // 408: the head did not arrive within client_header_ms
+  HeadTooLarge,          // 431
+  BodyTooLarge,          // 413
+  NoRoute,               // 404
+  VersionNotSupported,   // 505
+  MethodNotImplemented,  // 501: CONNECT (no tunnels), a method the HTTP/1.1 hop cannot carry
   // Upstream
   ConnectFailed,        // 502, retryable (nothing was sent)
   ResetBeforeResponse,  // 502

@@ -1,5 +1,6 @@
 #include "proxy/http1/http_codec.h"
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstring>
@@ -398,6 +399,13 @@ int MessageDecoder::onMessageComplete(http_parser* p) {
   d.resetScan();  // the next message's head starts after this one
   http_parser_pause(p, 1);
   return 0;
+}
+
+bool isKnownMethod(std::string_view method) {
+#define SY_METHOD_NAME(num, name, string) std::string_view(#string),
+  static constexpr std::string_view kKnown[] = {HTTP_METHOD_MAP(SY_METHOD_NAME)};
+#undef SY_METHOD_NAME
+  return std::find(std::begin(kKnown), std::end(kKnown), method) != std::end(kKnown);
 }
 
 }  // namespace sy::proxy

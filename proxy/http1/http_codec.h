@@ -121,4 +121,9 @@ class MessageDecoder {
   bool head_too_large_ = false;
 };
 
+// Whether http-parser (so this decoder) knows `method`: the methods an HTTP/1.1 client can
+// send through the proxy. HTTP/2 clients are held to the same list, so that a request means
+// the same over both (nghttp2 accepts any token).
+bool isKnownMethod(std::string_view method);
+
 }  // namespace sy::proxy

@@ -264,8 +264,13 @@ void ServerConnection::onHeadComplete() {
   framing.framing = decoder_.framing();
   framing.content_length = decoder_.contentLength();
   framing.upgrade = decoder_.upgrade();
-  // CONNECT is not supported; an Upgrade with a body cannot be told apart from the tunnel.
-  if (req.method == "CONNECT" || (framing.upgrade && framing.framing != BodyFraming::None)) {
+  // No tunnels: CONNECT is answered 501, as over HTTP/2.
+  if (req.method == "CONNECT") {
+    decodeError(ErrorKind::MethodNotImplemented);
+    return;
+  }
+  // An Upgrade with a body cannot be told apart from the tunnel.
+  if (framing.upgrade && framing.framing != BodyFraming::None) {
     decodeError(ErrorKind::MalformedRequest);
     return;
   }

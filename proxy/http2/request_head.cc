@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "common/ascii.h"
+#include "proxy/http1/http_codec.h"
 
 namespace sy::proxy {
 namespace {
@@ -59,8 +60,8 @@ Http2RequestHeaders::Verdict Http2RequestHeaders::complete(bool end_stream,
     head.headers.insert(head.headers.begin(), Header{"host", authority_});
   }
   if (too_large_) return Verdict::TooLarge;
-  // No tunnels over HTTP/2 (yet): the stream is refused.
-  if (head.method == "CONNECT") return Verdict::Refuse;
+  // No tunnels; and a method means the same over HTTP/1.1 and HTTP/2 (see isKnownMethod).
+  if (head.method == "CONNECT" || !isKnownMethod(head.method)) return Verdict::NotImplemented;
   if (auto cl = findHeader(head.headers, "content-length")) {
     uint64_t n = 0;
     auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), n);

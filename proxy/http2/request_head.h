@@ -30,9 +30,11 @@ class Http2RequestHeaders {
   void add(std::string_view name, std::string_view value);
 
   enum class Verdict {
-    Forward,   // head() and `framing` go to the exchange (decodeHead)
-    TooLarge,  // the exchange answers 431 (decodeError HeadTooLarge)
-    Refuse,    // RST_STREAM(PROTOCOL_ERROR): CONNECT, a malformed content-length
+    Forward,         // head() and `framing` go to the exchange (decodeHead)
+    TooLarge,        // the exchange answers 431 (decodeError HeadTooLarge)
+    NotImplemented,  // the exchange answers 501: CONNECT, or a method HTTP/1.1 clients cannot
+                     // send either (isKnownMethod)
+    Refuse,          // RST_STREAM(PROTOCOL_ERROR): a malformed content-length
   };
   // The header block ended (END_HEADERS): crumbs joined, :authority made the Host, the framing
   // chosen (Content-Length, else none at END_STREAM, else chunked). Call once.

@@ -573,6 +573,9 @@ void Http2Connection::headComplete(Stream& s, bool end_stream) {
     case Http2RequestHeaders::Verdict::TooLarge:
       s.handler().decodeError({ErrorSource::Downstream, ErrorKind::HeadTooLarge}, nullptr);
       return;
+    case Http2RequestHeaders::Verdict::NotImplemented:
+      s.handler().decodeError({ErrorSource::Downstream, ErrorKind::MethodNotImplemented}, nullptr);
+      return;
     case Http2RequestHeaders::Verdict::Refuse:
       nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_PROTOCOL_ERROR);
       return;

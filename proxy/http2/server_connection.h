@@ -8,12 +8,13 @@
 //
 // What it accepts and refuses: nghttp2's HTTP messaging checks (pseudo-headers, lower-case
 // names, connection-specific fields, "te" other than "trailers", Content-Length against the
-// DATA received) reset the offending stream with PROTOCOL_ERROR; CONNECT is reset with
-// PROTOCOL_ERROR too; a header list above max_header_list_bytes goes to the exchange as
-// HeadTooLarge (431). Request bodies go upstream as HTTP/1.1: Content-Length when the client
-// gave one, else chunked when the stream has a body. Flow control: a stream's window reopens
-// (WINDOW_UPDATE) only for DATA its exchange took without backpressure; the connection window
-// reopens at once, so one slow upstream never stalls the other streams.
+// DATA received) reset the offending stream with PROTOCOL_ERROR; CONNECT and methods HTTP/1.1
+// clients cannot send either go to the exchange as MethodNotImplemented (501); a header list above
+// max_header_list_bytes goes to the exchange as HeadTooLarge (431). Request bodies go upstream as
+// HTTP/1.1: Content-Length when the client gave one, else chunked when the stream has a body. Flow
+// control: a stream's window reopens (WINDOW_UPDATE) only for DATA its exchange took without
+// backpressure; the connection window reopens at once, so one slow upstream never stalls the other
+// streams.
 //
 // Abuse (SPEC §12): per-connection budgets over a sliding 10 s window for streams reset before
 // their response completed (rapid reset, CVE-2023-44487), SETTINGS, PING, PRIORITY and empty

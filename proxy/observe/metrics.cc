@@ -64,6 +64,8 @@ RouteMetrics::Totals RouteMetrics::totals(config::Variant v) const {
       for (size_t ph = 0; ph < kTerminationPhases; ++ph)
         t.terminations[src][ph] += c.terminations[src][ph].load(std::memory_order_relaxed);
     }
+    for (size_t i = 0; i < kClientProtocols; ++i)
+      t.protocols[i] += c.protocols[i].load(std::memory_order_relaxed);
     t.judged += c.judged.load(std::memory_order_relaxed);
     t.judged_errors += c.judged_errors.load(std::memory_order_relaxed);
     for (size_t i = 0; i < kLatencyBuckets; ++i)

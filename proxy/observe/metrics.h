@@ -51,6 +51,12 @@ inline constexpr size_t kUpstreamErrorKinds = 4;
 template <class T>
 using TerminationGrid = std::array<std::array<T, kTerminationPhases>, kTerminationSources>;
 
+// The protocol a client spoke (SPEC §12): HTTP/1.0 counts as HTTP/1.1.
+enum class ClientProtocol : uint8_t { Http1, Http2 };
+inline constexpr size_t kClientProtocols = 2;
+inline constexpr std::array<const char*, kClientProtocols> kClientProtocolNames = {"HTTP/1.1",
+                                                                                   "HTTP/2"};
+
 // One worker's counters for one (route, variant). Cache-line aligned so two workers never
 // write the same line.
 struct alignas(64) VariantCounters {
@@ -59,6 +65,7 @@ struct alignas(64) VariantCounters {
   std::atomic<uint64_t> duration_sum_us{0};
   std::array<std::atomic<uint64_t>, kUpstreamErrorKinds> upstream_errors{};
   TerminationGrid<std::atomic<uint64_t>> terminations{};
+  std::array<std::atomic<uint64_t>, kClientProtocols> protocols{};  // exchanges, by ClientProtocol
   // Rollout evidence (SPEC §11), counted on routes with a rollout: requests the analysis judges
   // (the upstream answered, or the exchange ended with source upstream), the errors among them
   // (5xx or source upstream), and the time from the request head to the upstream's response
@@ -70,6 +77,7 @@ struct alignas(64) VariantCounters {
   // Thread: the owning worker.
   void recordResponse(int status, uint64_t duration_us);
   void recordUpstreamError(ErrorKind kind);
+  void recordProtocol(ClientProtocol p) { bump(protocols[static_cast<size_t>(p)]); }
   // Counts `t` under [source][phase]; does nothing for a normal end (source None).
   void recordTermination(Termination t) {
     if (t.normal()) return;
@@ -126,6 +134,7 @@ class RouteMetrics {
     uint64_t duration_sum_us = 0;
     std::array<uint64_t, kUpstreamErrorKinds> upstream_errors{};
     TerminationGrid<uint64_t> terminations{};  // [source][phase]; row None is always zero
+    std::array<uint64_t, kClientProtocols> protocols{};
     uint64_t judged = 0;
     uint64_t judged_errors = 0;
     std::array<uint64_t, kLatencyBuckets> latency{};

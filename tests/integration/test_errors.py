@@ -109,6 +109,19 @@ def _():
         eq(c.read_response().status, 400, "status")
 
 
+@cases.case("CONNECT -> 501 (no tunnels), upstream not contacted, the connection is closed")
+def _():
+    m = marker()
+    with S.env.client() as c:
+        c.send(("CONNECT tunnel-%s.test:443 HTTP/1.1\r\nHost: tunnel-%s.test:443\r\n\r\n"
+                % (m, m)).encode())
+        r = c.read_response()
+        eq(r.status, 501, "status")
+        eq(r.body, b"method not implemented\n", "body")
+        expect(c.closed_by_peer(5), "connection still open 5s after the 501")
+    eq(received(m), [], "requests received by the upstream")
+
+
 @cases.case("no matching route -> 404")
 def _():
     with S.env.client() as c:

@@ -401,18 +401,41 @@ def _():
         c.close()
 
 
-@cases.case("CONNECT is refused")
+@cases.case("CONNECT is answered 501, nothing goes upstream, the connection goes on")
 def _():
     c = H2Client(S.port)
     try:
         sid = c.conn.get_next_available_stream_id()
-        c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "example.com:443")])
+        c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "tunnel.test:443")])
         c.responses[sid] = H2Response()
         c._send()
         resp = c.run([sid])[0]
-        expect(resp.reset is not None or resp.status >= 400, "refused: %r" % resp.headers)
+        eq(resp.status, 501, "status")
+        eq(bytes(resp.body), b"method not implemented\n", "body")
+        sid = c.request("GET", "/after-connect")
+        eq(c.run([sid])[0].status, 200, "next stream")
     finally:
         c.close()
+    # (The later GET was answered, so a forwarded CONNECT would be in the logs by now.)
+    eq(S.upstream_records(lambda r: "tunnel.test" in json.dumps(r)), [],
+       "what of the CONNECT reached an upstream")
+
+
+@cases.case("methods: PURGE (HTTP/1 knows it) is forwarded, an unknown token is answered 501")
+def _():
+    c = H2Client(S.port)
+    try:
+        purge = c.request("PURGE", "/method-purge")
+        unknown = c.request("FROBNICATE", "/method-unknown")
+        got = c.run([purge, unknown])
+    finally:
+        c.close()
+    eq(got[0].status, 200, "PURGE status")
+    rec = S.blue_or_green(lambda r: r["target"] == "/method-purge")
+    eq(rec["method"], "PURGE", "the method the upstream got")
+    eq(got[1].status, 501, "FROBNICATE status")
+    eq(S.upstream_records(lambda r: r["target"] == "/method-unknown"), [],
+       "what of FROBNICATE reached an upstream")
 
 
 @cases.case("a header list above max_header_list_bytes is answered 431")
@@ -465,14 +488,33 @@ def _():
     eq(sha256(bytes(resp.body)), sha256(pattern_bytes(0, n)), "body")
 
 
-@cases.case("access log: HTTP/2 streams are logged with protocol HTTP/2")
+def requests_by_protocol():
+    got = {}
+    for (name, labels), value in metrics(S.admin_port).items():
+        if name == "switchyard_requests_by_protocol_total" and dict(labels)["route"] == "app":
+            protocol = dict(labels)["protocol"]
+            got[protocol] = got.get(protocol, 0.0) + value
+    return got
+
+
+@cases.case("access log and metrics: HTTP/2 streams have protocol HTTP/2, HTTP/1.1 requests HTTP/1.1")
 def _():
-    h2get("/logged-h2")
+    before = requests_by_protocol()
+    c = H2Client(S.port)
+    try:
+        c.run([c.request("GET", "/logged-h2"), c.request("GET", "/logged-h2-b"),
+               c.request("GET", "/logged-h2-c")])
+    finally:
+        c.close()
     c = Client(S.port)
     try:
         c.request("GET", "/logged-h1", host=HOST)
     finally:
         c.close()
+    after = wait_until(lambda: (lambda m: m if m.get("HTTP/1.1", 0) > before.get("HTTP/1.1", 0)
+                                else None)(requests_by_protocol()), 5, "the HTTP/1.1 count")
+    eq(after.get("HTTP/2", 0) - before.get("HTTP/2", 0), 3, "HTTP/2 requests counted")
+    eq(after.get("HTTP/1.1", 0) - before.get("HTTP/1.1", 0), 1, "HTTP/1.1 requests counted")
 
     def lines():
         try:
@@ -484,11 +526,7 @@ def _():
                                   any("logged-h1" in str(x) for x in e) and
                                   any("logged-h2" in str(x) for x in e) else None)(lines()),
                          5, "access log lines")
-    by_path = {}
-    for e in entries:
-        for key in ("path", "target", "uri"):
-            if key in e:
-                by_path[e[key].split("?")[0]] = e
+    by_path = {e["path"]: e for e in entries}
     eq(by_path["/logged-h2"].get("protocol"), "HTTP/2", "protocol of the HTTP/2 line")
     eq(by_path["/logged-h1"].get("protocol"), "HTTP/1.1", "protocol of the HTTP/1.1 line")
 
@@ -789,6 +827,7 @@ def main():
             return wait_until(lambda: (blue.find(pred) + green.find(pred) or [None])[0], 5,
                               "the request at an upstream")
         S.blue_or_green = blue_or_green
+        S.upstream_records = lambda pred: blue.find(pred) + green.find(pred)
         certs = Path(env.dir)
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "site.key", "-out",
