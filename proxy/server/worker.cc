@@ -170,35 +170,28 @@ void Worker::protocolDetected(ProtocolDetector* detector, bool http2) {
   std::unique_ptr<Transport> transport = detector->takeTransport();
   config::SnapshotConstSharedPtr tls_snapshot = detector->takeTlsSnapshot();
   const std::string address = detector->listenerAddress();
+  const sockaddr* peer = detector->peer();  // (the detector is freed later, not now)
   context_.deferDelete(std::move(it->second));
   connections_.erase(it);
+  auto link = [&](auto conn) {
+    if (!conn) {
+      if (context_.draining()) maybeFinishDrain();
+      return;
+    }
+    auto* raw = conn.get();
+    connections_.emplace(raw, std::move(conn));
+    raw->start();
+    if (context_.draining()) raw->closeWhenIdle();
+  };
   if (http2) {
     WorkerCounters* counters = exchanges_.route_metrics && exchanges_.route_metrics->worker_counters
                                    ? &exchanges_.route_metrics->worker_counters[context_.index()]
                                    : nullptr;
-    std::unique_ptr<Http2Connection> conn = Http2Connection::create(
-        context_, factory_, *this, exchanges_.snapshot, std::move(transport), detector->peer(),
-        address, tls_snapshot, counters);
-    if (!conn) {
-      if (context_.draining()) maybeFinishDrain();
-      return;
-    }
-    Http2Connection* raw = conn.get();
-    connections_.emplace(raw, std::move(conn));
-    raw->start();
-    if (context_.draining()) raw->closeWhenIdle();
+    link(Http2Connection::create(context_, factory_, *this, exchanges_.snapshot,
+                                 std::move(transport), peer, address, tls_snapshot, counters));
   } else {
-    std::unique_ptr<ServerConnection> conn =
-        ServerConnection::create(context_, factory_, *this, exchanges_.snapshot,
-                                 std::move(transport), detector->peer(), address, tls_snapshot);
-    if (!conn) {
-      if (context_.draining()) maybeFinishDrain();
-      return;
-    }
-    ServerConnection* raw = conn.get();
-    connections_.emplace(raw, std::move(conn));
-    raw->start();
-    if (context_.draining()) raw->closeWhenIdle();
+    link(ServerConnection::create(context_, factory_, *this, exchanges_.snapshot,
+                                  std::move(transport), peer, address, tls_snapshot));
   }
 }
 
