@@ -249,7 +249,7 @@ void appendDownstreamResponseHead(std::string& out, const ResponseHead& head,
 }
 
 void appendErrorResponse(std::string& out, int status, std::string_view message, bool keep_alive,
-                         std::string_view request_id) {
+                         std::string_view request_id, bool with_body) {
   out.append("HTTP/1.1 ");
   appendNumber(out, static_cast<uint64_t>(status));
   out.append(" ").append(reasonPhrase(status)).append(kCrlf);
@@ -258,7 +258,8 @@ void appendErrorResponse(std::string& out, int status, std::string_view message,
   out.append(kCrlf);
   if (!request_id.empty()) appendHeader(out, "X-Request-Id", request_id);
   if (!keep_alive) out.append("Connection: close\r\n");
-  out.append(kCrlf).append(message).append("\n");
+  out.append(kCrlf);
+  if (with_body) out.append(message).append("\n");
 }
 
 bool toOriginForm(RequestHead& head) {

@@ -249,6 +249,7 @@ void ServerConnection::onHeadComplete() {
   msg_.head_complete = true;
   RequestHead& req = decoder_.request();
   msg_.http10 = req.http_major == 1 && req.http_minor == 0;
+  msg_.head_request = req.method == "HEAD";
   msg_.keep_alive = decoder_.keepAlive() && !close_when_idle_;
   // A request line without a version (HTTP/0.9) is malformed; a version other than 1.x is
   // one we do not speak.
@@ -412,7 +413,8 @@ void ServerConnection::encodeLocalReply(const LocalReply& reply) {
   // rest of the request can be skipped: a complete request, or one without a body.
   const bool keep = msg_.keep_alive && !reply.close && (msg_.request_done || restOfRequestEmpty());
   scratch_.clear();
-  appendErrorResponse(scratch_, reply.status, reply.message, keep, reply.request_id);
+  appendErrorResponse(scratch_, reply.status, reply.message, keep, reply.request_id,
+                      /*with_body=*/!msg_.head_request);
   write(scratch_);
   responseDone(keep);
 }

@@ -161,6 +161,7 @@ class ServerConnection final : public ClientConnection,
     bool response_done = false;     // the response ended
     bool keep_alive = true;         // the connection survives this exchange
     bool http10 = false;            // the request is HTTP/1.0
+    bool head_request = false;      // HEAD: a response has no body (RFC 9110 §9.3.2)
     bool response_chunked = false;  // the response body goes to the client chunked
     bool expect_continue = false;   // the client asked for 100 Continue
     bool continue_sent = false;

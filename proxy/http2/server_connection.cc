@@ -181,11 +181,14 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
                                 makeNv("content-type", "text/plain; charset=utf-8"),
                                 makeNv("content-length", length)};
     if (!reply.request_id.empty()) nva.push_back(makeNv("x-request-id", reply.request_id));
-    evbuffer_add(out.get(), reply.message.data(), reply.message.size());
-    evbuffer_add(out.get(), "\n", 1);
     // Bytes as the access log counts them: the fields (uncompressed) and the body.
     for (const nghttp2_nv& nv : nva) bytes_out += nv.namelen + nv.valuelen;
-    bytes_out += reply.message.size() + 1;
+    // (The answer to HEAD has no body, only its length: RFC 9110 §9.3.2.)
+    if (request.head().method != "HEAD") {
+      evbuffer_add(out.get(), reply.message.data(), reply.message.size());
+      evbuffer_add(out.get(), "\n", 1);
+      bytes_out += reply.message.size() + 1;
+    }
     // (reply.close: the framing of other streams is not affected; only this stream ends.)
     submit(nva);
   }

@@ -122,6 +122,20 @@ def _():
     eq(received(m), [], "requests received by the upstream")
 
 
+@cases.case("HEAD answered by the proxy (404): no body, the next request on the connection is whole")
+def _():
+    m = marker()
+    with S.env.client() as c:
+        c.send(b"HEAD /x HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"
+               b"GET /after-head?m=" + m.encode() + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        r = c.read_response(method="HEAD")
+        eq(r.status, 404, "HEAD status")
+        eq(r.header("content-length"), "26", "Content-Length of the body a GET would get")
+        r = c.read_response()
+        eq(r.status, 200, "the next response's status (a body sent for HEAD would be read here)")
+    eq(len(received(m)), 1, "requests received by the upstream")
+
+
 @cases.case("no matching route -> 404")
 def _():
     with S.env.client() as c:

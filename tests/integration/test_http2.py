@@ -438,6 +438,23 @@ def _():
        "what of FROBNICATE reached an upstream")
 
 
+@cases.case("HEAD answered by the proxy (404): headers only, the stream ends cleanly")
+def _():
+    c = H2Client(S.port)
+    try:
+        sid = c.request("HEAD", "/head-404", authority="nowhere.test")
+        resp = c.run([sid])[0]
+        eq(resp.reset, None, "RST_STREAM (a body after a HEAD answer is a protocol error)")
+        eq(resp.status, 404, "status")
+        eq(bytes(resp.body), b"", "body")
+        eq(resp.header("content-length"), "26", "content-length of the body a GET would get")
+    finally:
+        c.close()
+    r = curl("--http2-prior-knowledge", "-I", "-H", "Host: nowhere.test", "-o", "/dev/null",
+             "-w", "%{http_code}", "http://127.0.0.1:%d/head-404-curl" % S.port)
+    eq((r.returncode, r.stdout.decode()), (0, "404"), "curl -I: exit code and status")
+
+
 @cases.case("a header list above max_header_list_bytes is answered 431")
 def _():
     resp = h2get("/big-head", [("x-big", "a" * 9000)])
