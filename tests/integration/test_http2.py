@@ -36,6 +36,7 @@ import h2.exceptions  # noqa: E402
 import h2.settings  # noqa: E402
 
 HOST = "app.test"
+MAX_BODY = 8 << 20  # [server.limits] max_body_bytes
 cases = Cases("http2")
 S = type("State", (), {})()
 
@@ -455,7 +456,28 @@ def _():
     eq((r.returncode, r.stdout.decode()), (0, "404"), "curl -I: exit code and status")
 
 
-@cases.case("a header list above max_header_list_bytes is answered 431")
+@cases.case("a body above max_body_bytes: 413 while the client still sends, the stream reset "
+            "NO_ERROR, the connection goes on")
+def _():
+    c = H2Client(S.port)
+    try:
+        body = b"x" * (MAX_BODY + (4 << 20))
+        by_length = c.request("POST", "/too-big-cl", [("content-length", str(len(body)))],
+                              body=body)
+        unknown = c.request("POST", "/too-big-chunked", body=body)
+        got = c.run([by_length, unknown])
+        for name, resp in zip(("with content-length", "without"), got):
+            eq(resp.status, 413, "status " + name)
+            eq(bytes(resp.body), b"request body too large\n", "body " + name)
+            expect(resp.reset in (None, 0), "reset %r %s: only NO_ERROR (RFC 9113 §8.1)"
+                   % (resp.reset, name))
+        sid = c.request("GET", "/after-413")
+        eq(c.run([sid])[0].status, 200, "next stream")
+    finally:
+        c.close()
+    eq(S.upstream_records(lambda r: r["target"] == "/too-big-cl"), [],
+       "what of the request with content-length reached an upstream")
+
 def _():
     resp = h2get("/big-head", [("x-big", "a" * 9000)])
     eq(resp.status, 431, "status")
@@ -862,6 +884,7 @@ def main():
             routes=[route("app", {"blue": "blue", "green": "green"},
                           {"blue": 50, "green": 50}, assign_cookie="sy_id")],
             timeouts={"client_idle_ms": 1500, "client_header_ms": 1000},
+            limits={"max_body_bytes": MAX_BODY},
             server={"http2_cleartext": True, "access_log": S.access_log,
                     "http2": {"max_concurrent_streams": 64, "max_header_list_bytes": 8192}})
         tls = {"cert": str(certs / "site.pem"), "key": str(certs / "site.key")}
