@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Cases, Client, Env, config_doc, eq, expect, free_port,  # noqa: E402
-                     metrics, pattern_bytes, route, sha256, wait_until)
+from harness import (Cases, Client, Env, can_connect, config_doc, dump_toml, eq,  # noqa: E402
+                     expect, free_port, metrics, pattern_bytes, route, sha256, wait_until)
 
 sys.path.append("/usr/lib/python3/dist-packages")  # Debian's python3-h2
 import h2.config  # noqa: E402
@@ -819,6 +819,29 @@ def _():
 
 
 # Last: it stops the proxy.
+@cases.case("reload removing a TLS listener: GOAWAY to its HTTP/2 connection, the stream in "
+            "flight finishes, the listener is gone")
+def _():
+    p = subprocess.Popen(["nghttp", "-v", "-H", ":authority: " + HOST,
+                          "https://127.0.0.1:%d/sleep?ms=700" % S.tls_gone_port],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_until(lambda: S.upstream_records(lambda r: r["target"] == "/sleep?ms=700"), 5,
+               "the stream in flight at the upstream")
+    S.doc["listener"] = [l for l in S.doc["listener"]
+                         if l["address"] != "127.0.0.1:%d" % S.tls_gone_port]
+    S.env.proxy.config_path.write_text(dump_toml(S.doc) + "\n")
+    with Client(S.admin_port, timeout=10) as c:
+        r = c.request("POST", "/reload", host="127.0.0.1", body=b"")
+    eq(r.status, 200, "POST /reload status (body %r)" % r.body)
+    out, _ = p.communicate(timeout=10)
+    out = out.decode(errors="replace")
+    eq(p.returncode, 0, "nghttp exit code (output: %s)" % out[-800:])
+    expect("recv GOAWAY frame" in out, "GOAWAY received")
+    expect(out.index(":status: 200") > out.index("recv GOAWAY frame"),
+           "the stream in flight answered after the GOAWAY")
+    wait_until(lambda: not can_connect(S.tls_gone_port), 5, "the removed listener closed")
+
+
 @cases.case("graceful stop: GOAWAY, the open stream finishes")
 def _():
     # Beside the stream in flight: idle HTTP/2 connections and connections whose protocol is
@@ -876,6 +899,7 @@ def main():
         S.port = free_port()
         S.tls_port = free_port()
         S.tls_h1_port = free_port()
+        S.tls_gone_port = free_port()  # removed by a reload
         S.access_log = str(certs / "access.log")
         S.admin_port = free_port()
         doc = config_doc(
@@ -890,7 +914,9 @@ def main():
         tls = {"cert": str(certs / "site.pem"), "key": str(certs / "site.key")}
         doc["listener"] = [{"address": "127.0.0.1:%d" % S.tls_port, "tls": tls},
                            {"address": "127.0.0.1:%d" % S.tls_h1_port, "http2": False,
-                            "tls": tls}]
+                            "tls": tls},
+                           {"address": "127.0.0.1:%d" % S.tls_gone_port, "tls": tls}]
+        S.doc = doc
         env.start_proxy(doc)
         cases.run()
     cases.exit()
