@@ -22,6 +22,9 @@ constexpr size_t kMaxSettingsEntries = 32;
 constexpr uint64_t kNghttp2ResetBurst = 1000;
 constexpr uint64_t kNghttp2ResetRate = 33;
 constexpr size_t kMinContinuations = 8;
+// nghttp2 1.52 counts a CONTINUATION once per read its frame header spans (see the top of
+// server_connection.cc): room for each header to straddle one read boundary.
+constexpr size_t kContinuationsPerFrame = 2;
 constexpr uint64_t kDefaultMaxFrameBytes = 16384;  // SETTINGS_MAX_FRAME_SIZE, not raised
 
 }  // namespace
@@ -95,9 +98,10 @@ nghttp2_session* newHttp2ServerSession(const nghttp2_session_callbacks* callback
   nghttp2_option_set_max_settings(opt, kMaxSettingsEntries);
   nghttp2_option_set_stream_reset_rate_limit(opt, kNghttp2ResetBurst, kNghttp2ResetRate);
   nghttp2_option_set_max_continuations(
-      opt, static_cast<size_t>(std::max<uint64_t>(
-               kMinContinuations,
-               (max_header_list_bytes + kDefaultMaxFrameBytes - 1) / kDefaultMaxFrameBytes)));
+      opt, kContinuationsPerFrame *
+               static_cast<size_t>(std::max<uint64_t>(
+                   kMinContinuations,
+                   (max_header_list_bytes + kDefaultMaxFrameBytes - 1) / kDefaultMaxFrameBytes)));
   nghttp2_option_set_max_deflate_dynamic_table_size(opt, kHttp2HpackTableBytes);
   nghttp2_session* session = nullptr;
   const int rv = nghttp2_session_server_new2(&session, callbacks, user_data, opt);

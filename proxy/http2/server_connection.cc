@@ -49,12 +49,16 @@ namespace {
 // - CONTINUATION (deb12u2's backport of the CVE-2024-28182 fix, nghttp2's answer to
 //   CVE-2024-27316): more than max_continuations CONTINUATION frames after one HEADERS fail
 //   nghttp2_session_mem_recv with NGHTTP2_ERR_TOO_MANY_CONTINUATIONS (no GOAWAY of its own):
-//   answered with GOAWAY(ENHANCE_YOUR_CALM), reason continuation. We set max_continuations to
-//   what a header list of max_header_list_bytes needs at the default SETTINGS_MAX_FRAME_SIZE
-//   (16 KiB, never raised here; HPACK never makes a field list larger than RFC 9113 counts
-//   it), at least nghttp2's default 8. A header block is then at most (that + 1) * 16 KiB
-//   (144 KiB by default) before END_HEADERS, decoded as it arrives; onHeader keeps no field
-//   past max_header_list_bytes, and client_header_ms bounds a block that never ends.
+//   answered with GOAWAY(ENHANCE_YOUR_CALM), reason continuation. The frames a header list of
+//   max_header_list_bytes needs at the default SETTINGS_MAX_FRAME_SIZE (16 KiB, never raised
+//   here; HPACK never makes a field list larger than RFC 9113 counts it), at least nghttp2's
+//   default 8, would do; but this nghttp2 counts a CONTINUATION frame once per
+//   nghttp2_session_mem_recv call its 9-byte frame header spans (found by the fuzzer: one
+//   CONTINUATION whose header arrived a byte per read was "too many"), so max_continuations
+//   is twice that: every frame header may straddle a read boundary. A header block is then
+//   at most (that + 1) * 16 KiB (272 KiB by default) before END_HEADERS, decoded as it
+//   arrives; onHeader keeps no field past max_header_list_bytes, and client_header_ms bounds
+//   a block that never ends.
 // - HPACK: the client's dynamic table is the kHttp2HpackTableBytes we announce
 //   (SETTINGS_HEADER_TABLE_SIZE; nghttp2's inflater refuses a larger size update with
 //   COMPRESSION_ERROR), ours at most kHttp2HpackTableBytes whatever size the client announces

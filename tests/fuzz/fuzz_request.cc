@@ -635,6 +635,8 @@ class Http2Run {
   Http2Run& operator=(const Http2Run&) = delete;
 
   static const config::Http2Settings& settings() { return snapshot().server.http2; }
+  // The run ended on nghttp2's CONTINUATION bound.
+  bool tooManyContinuations() const { return too_many_continuations_; }
 
   // piece == 0: the whole input at once; else pieces of 1..piece bytes chosen from the seed.
   const std::string& transcript(size_t piece) {
@@ -649,6 +651,7 @@ class Http2Run {
       const ssize_t rv = nghttp2_session_mem_recv(
           session_, reinterpret_cast<const uint8_t*>(input_.data() + off), n);
       if (rv < 0) {
+        too_many_continuations_ = rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
         // As Http2Connection::processInput: GOAWAY if possible, the rest discarded. Not in the
         // transcript: nghttp2 1.52 itself is not segmentation-independent here (a header block
         // it ignores after an invalid pseudo-header, then CONTINUATION: a connection error only
@@ -847,6 +850,7 @@ class Http2Run {
   std::string out_;
   std::vector<std::pair<int32_t, std::string_view>> responses_;  // submitted at the end
   bool stop_ = false;
+  bool too_many_continuations_ = false;
 };
 
 void compare(std::string_view what, std::string_view input, const std::string& a,
@@ -874,9 +878,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint64_t limit = snapshot().server.limits.max_header_bytes;
 
   if (input.starts_with(proxy::Http2Connection::kPreface)) {
-    const std::string whole = Http2Run(input, seed).transcript(0);
+    Http2Run whole_run(input, seed);
+    Http2Run pieces_run(input, seed);
+    const std::string& whole = whole_run.transcript(0);
+    const std::string& pieces = pieces_run.transcript(1 + seed % 64);
+    // nghttp2 1.52 counts a CONTINUATION once per read its frame header spans (the top of
+    // proxy/http2/server_connection.cc): small pieces may reach the bound where the whole
+    // input does not (corpus/request/h2-continuation-trickled). Known, so not compared.
+    if (pieces_run.tooManyContinuations() && !whole_run.tooManyContinuations()) return 0;
     compare("the HTTP/2 request stream depends on how the bytes were segmented", input, whole,
-            Http2Run(input, seed).transcript(1 + seed % 64));
+            pieces);
     return 0;
   }
 
