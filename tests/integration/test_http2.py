@@ -618,7 +618,7 @@ def _():
 # Frames built by hand: python3-h2 refuses to send most of these floods. The proxy's budgets
 # (proxy/http2/server_connection.cc), per connection over 10 s: resets beyond
 # max(100, 2 * max_concurrent_streams) = 128 here while more than half of the streams opened;
-# SETTINGS, PING, empty DATA beyond 100; PRIORITY beyond 1000; CONTINUATION beyond nghttp2's 8
+# SETTINGS, PING, empty DATA beyond 100; PRIORITY beyond 1000; CONTINUATION beyond 16
 # per header block.
 
 ENHANCE_YOUR_CALM = 0xb
