@@ -178,11 +178,11 @@ void Exchange::decodeBody(std::string_view data) {
   if (shadow_ != nullptr) shadow_->requestBody(data);
 }
 
-void Exchange::decodeEnd() {
+void Exchange::decodeEnd(const Headers& trailers) {
   if (ended_) return;
   request_done_ = true;
   if (upstream_) {
-    client().endRequest();
+    client().endRequest(trailers);
     upstream_->armResponseTimeouts(snapshot_->server.timeouts.upstream_response_ms, true);
   }
   if (shadow_ != nullptr) shadow_->requestComplete();
@@ -302,7 +302,7 @@ void Exchange::onUpstreamEvent(short events) {
     if (!ended_) {
       ended_ = true;
       releaseUpstream(false);
-      encoder_.encodeEnd();
+      encoder_.encodeEnd({});  // a tunnel has no trailers
     }
     return;
   }
@@ -387,8 +387,11 @@ void Exchange::onResponseComplete() {
   ended_ = true;
   recordOutcome(static_cast<int>(response_status_), {});
   detachShadow(true);
+  // The trailers stay in the released connection's decoder (freed deferred, or idle in its pool
+  // until it decodes again), so they outlive the call.
+  const Headers& trailers = client().trailers();
   releaseUpstream(request_done_ && client().reusable());
-  encoder_.encodeEnd();  // last: the connection may start the next exchange from here
+  encoder_.encodeEnd(trailers);  // last: the connection may start the next exchange from here
 }
 
 void Exchange::startShadow() {

@@ -44,7 +44,7 @@ class Exchange final : public RequestHandler,
   // RequestHandler.
   void decodeHead(RequestHead& head, const RequestFraming& framing) override;
   void decodeBody(std::string_view data) override;
-  void decodeEnd() override;
+  void decodeEnd(const Headers& trailers) override;
   void decodeError(const ProxyError& error, RequestHead* head) override;
   void onClientGone() override;
   bool bodyBackpressured() const override;

@@ -142,6 +142,20 @@ bool isHopByHop(std::string_view name, const Headers& headers) {
   return isFixedHopByHop(classify(name)) || namedByConnection(name, headers);
 }
 
+bool forwardableTrailer(std::string_view name) {
+  if (!name.empty() && name[0] == ':') return false;
+  const Field field = classify(name);
+  return !isFixedHopByHop(field) && field != Field::ContentLength && field != Field::Host;
+}
+
+void appendLastChunk(std::string& out, const Headers& trailers) {
+  out.append("0\r\n");
+  for (const Header& h : trailers) {
+    if (forwardableTrailer(h.name)) appendHeader(out, h.name, h.value);
+  }
+  out.append(kCrlf);
+}
+
 void appendUpstreamRequestHead(std::string& out, const RequestHead& head,
                                const RequestRewrite& rw) {
   out.append(head.method).append(" ").append(head.target).append(" HTTP/1.1\r\n");

@@ -70,4 +70,14 @@ bool toOriginForm(RequestHead& head);
 // True for hop-by-hop fields, including those named by any Connection header of `headers`.
 bool isHopByHop(std::string_view name, const Headers& headers);
 
+// Whether a trailer field goes on to the next hop (either direction, any HTTP version): not a
+// field that frames the message or routes it (RFC 9110 §6.5.1: Content-Length,
+// Transfer-Encoding, Host, Trailer), not a hop-by-hop one (§7.6.1: Connection, Keep-Alive,
+// Proxy-Connection, TE, Upgrade), not a pseudo-header (":...").
+bool forwardableTrailer(std::string_view name);
+
+// Appends the end of a chunked body (RFC 9112 §7.1.2): the last chunk, then the forwardable
+// fields of `trailers` as its trailer section, then the empty line.
+void appendLastChunk(std::string& out, const Headers& trailers);
+
 }  // namespace sy::proxy

@@ -59,8 +59,11 @@ class ResponseEncoder {
   };
   virtual void encodeHead(const Head& head) = 0;
   virtual void encodeBody(std::string_view data) = 0;
-  // The response is complete.
-  virtual void encodeEnd() = 0;
+  // The response is complete. `trailers`: the upstream's trailer fields as received (empty for
+  // none), valid during the call only; the encoder passes on those forwardableTrailer() allows
+  // where the client's framing has room for them (HTTP/2: a trailing HEADERS; HTTP/1.1: the
+  // trailer section of a chunked body) and drops them elsewhere.
+  virtual void encodeEnd(const Headers& trailers) = 0;
   // An answer of the proxy's own instead of (never after) a response head.
   virtual void encodeLocalReply(const LocalReply& reply) = 0;
   // Too late for a status: ends the response cut short (HTTP/1: the connection closes without
@@ -73,7 +76,8 @@ class ResponseEncoder {
   virtual bool encoderBackpressured() const = 0;
   // The exchange's upstream drained what the request body filled: reading the client resumes.
   virtual void resumeRequestBody() = 0;
-  // Response bytes (head and body) handed to the connection so far, for the access log.
+  // Response bytes (head, body and trailers) handed to the connection so far, for the access
+  // log.
   virtual uint64_t bytesEncoded() const = 0;
   // Sends what was encoded (one write for everything a callback encoded), after flushing the
   // connection's current exchange (RequestHandler::flush). The exchange calls it at the end
@@ -87,7 +91,9 @@ class RequestHandler : public Deferrable {
   // A complete head. `head` stays valid and unchanged until the exchange ends.
   virtual void decodeHead(RequestHead& head, const RequestFraming& framing) = 0;
   virtual void decodeBody(std::string_view data) = 0;
-  virtual void decodeEnd() = 0;
+  // The request is complete. `trailers`: its trailer fields as received (empty for none),
+  // valid during the call only. They never change routing, metrics or the access log.
+  virtual void decodeEnd(const Headers& trailers) = 0;
   // The request could not be decoded or is not acceptable on this connection (malformed,
   // too large, head timeout, a version we do not speak): the exchange answers with the
   // status of SPEC §4 and ends. `head`: the decoded head, or null when it is incomplete.

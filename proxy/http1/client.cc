@@ -63,9 +63,16 @@ void Http1Client::sendBody(std::string_view data) {
   }
 }
 
-void Http1Client::endRequest() {
+void Http1Client::endRequest(const Headers& trailers) {
   request_done_ = true;
-  if (chunked_) queue(kLastChunk);
+  if (!chunked_) return;
+  if (trailers.empty()) {
+    queue(kLastChunk);
+    return;
+  }
+  std::string last_chunk;
+  appendLastChunk(last_chunk, trailers);
+  queue(last_chunk);
 }
 
 Http1Client::Result Http1Client::step() {

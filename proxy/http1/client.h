@@ -54,7 +54,10 @@ class Http1Client final : private MessageDecoder::BodySink {
   // when failed.replayable().
   void replayFrom(Http1Client& failed, const RequestHead& head, const RequestRewrite& rewrite);
   void sendBody(std::string_view data);
-  void endRequest();
+  // The request body is complete. A chunked body ends with the forwardable fields of
+  // `trailers` (forwardableTrailer) as its trailer section; any other body has none in
+  // HTTP/1.1, so there they are dropped (RFC 9110 §6.5.1 lets a recipient discard trailers).
+  void endRequest(const Headers& trailers);
   // After a 101: from now on bytes go both ways unframed.
   void startTunnel() { tunnel_ = true; }
   bool tunnel() const { return tunnel_; }
@@ -75,6 +78,9 @@ class Http1Client final : private MessageDecoder::BodySink {
   bool reusable() const;
   uint64_t bodyBytesSent() const { return body_bytes_; }
   const ResponseHead& response() const { return decoder_.response(); }
+  // The response's trailer fields as received (after Complete; empty for none). Valid until
+  // the connection decodes again, so also while it waits idle in its pool.
+  const Headers& trailers() const { return decoder_.trailers(); }
   const char* errorDescription() const { return decoder_.errorDescription(); }
   // The request's owner is done with it (the connection goes back to its pool or closes): no
   // more callbacks, also from a readResponse() in progress.

@@ -57,6 +57,16 @@ bool hasControl(std::string_view s) {
   return (halves[0] | halves[1]) != 0;
 }
 
+// What makes a field of a head or of a trailer section unacceptable, or null.
+const char* invalidField(const Header& h) {
+  if (!isToken(h.name)) return "invalid character in a field name";
+  // NUL, CR, LF (RFC 9110 §5.5) and the other controls but HTAB: http-parser refuses them
+  // inside a value but not as its first byte, so without this a value like "\x01x" passes
+  // while "x\x01" does not, and a merged X-Forwarded-For could carry one into the middle.
+  if (hasControl(h.value)) return "invalid character in a field value";
+  return nullptr;
+}
+
 std::string_view trimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -101,11 +111,7 @@ const char* MessageDecoder::invalidHead() const {
   }
   int transfer_encodings = 0;
   for (const Header& h : hs) {
-    if (!isToken(h.name)) return "invalid character in a field name";
-    // NUL, CR, LF (RFC 9110 §5.5) and the other controls but HTAB: http-parser refuses them
-    // inside a value but not as its first byte, so without this a value like "\x01x" passes
-    // while "x\x01" does not, and a merged X-Forwarded-For could carry one into the middle.
-    if (hasControl(h.value)) return "invalid character in a field value";
+    if (const char* problem = invalidField(h)) return problem;
     if (h.name.size() == 17 && equalsIgnoreCase(h.name, "transfer-encoding")) {
       // Only "chunked", once: any other coding (or a list ending in chunked) is something
       // the next hop might read differently than we do (RFC 9112 §6.1, §11.2).
@@ -121,6 +127,15 @@ const char* MessageDecoder::invalidHead() const {
     return "unsupported transfer coding";
   }
   if (transfer_encodings > 0 && parser_.http_minor == 0) return "Transfer-Encoding in HTTP/1.0";
+  return nullptr;
+}
+
+const char* MessageDecoder::invalidTrailers() const {
+  // Trailer fields are forwarded (re-serialized, never as the bytes received), so they must be
+  // as clean as the head's.
+  for (const Header& h : trailers_) {
+    if (const char* problem = invalidField(h)) return problem;
+  }
   return nullptr;
 }
 
@@ -260,7 +275,7 @@ MessageDecoder::Event MessageDecoder::finish() {
 }
 
 const char* MessageDecoder::errorDescription() const {
-  if (head_too_large_) return "head too large";
+  if (head_too_large_) return in_head_ ? "head too large" : "trailer section too large";
   if (scan_error_ != nullptr) return scan_error_;
   return http_errno_description(HTTP_PARSER_ERRNO(&parser_));
 }
@@ -276,6 +291,7 @@ int MessageDecoder::onMessageBegin(http_parser* p) {
   // Header objects of the previous message are reused (their strings keep their capacity), so
   // a keep-alive connection stops allocating once it has seen its usual headers.
   d.headers_used_ = 0;
+  d.trailers_used_ = 0;
   if (d.kind_ == Kind::Request) {
     d.request_.method.clear();
     d.request_.target.clear();
@@ -301,18 +317,19 @@ int MessageDecoder::onStatus(http_parser* p, const char* at, size_t len) {
 
 int MessageDecoder::onHeaderField(http_parser* p, const char* at, size_t len) {
   MessageDecoder& d = self(p);
+  size_t& used = d.fieldsUsed();
   // A name may arrive in several pieces (one per decode() call it spans): ": " and CRLF are
   // counted once per field, so the 431 decision does not depend on how the head was segmented.
-  const bool new_field = d.headers_used_ == 0 || d.last_was_value_;
+  const bool new_field = used == 0 || d.last_was_value_;
   if (!d.addHeadBytes(len + (new_field ? 4 : 0))) return 1;
-  Headers& hs = d.headers();
+  Headers& hs = d.fields();
   if (new_field) {
-    if (d.headers_used_ == hs.size()) hs.emplace_back();
-    hs[d.headers_used_].name.clear();
-    hs[d.headers_used_].value.clear();
-    ++d.headers_used_;
+    if (used == hs.size()) hs.emplace_back();
+    hs[used].name.clear();
+    hs[used].value.clear();
+    ++used;
   }
-  hs[d.headers_used_ - 1].name.append(at, len);
+  hs[used - 1].name.append(at, len);
   d.last_was_value_ = false;
   return 0;
 }
@@ -320,9 +337,9 @@ int MessageDecoder::onHeaderField(http_parser* p, const char* at, size_t len) {
 int MessageDecoder::onHeaderValue(http_parser* p, const char* at, size_t len) {
   MessageDecoder& d = self(p);
   if (!d.addHeadBytes(len)) return 1;
-  Headers& hs = d.headers();
-  if (d.headers_used_ == 0) return 1;
-  hs[d.headers_used_ - 1].value.append(at, len);
+  const size_t used = d.fieldsUsed();
+  if (used == 0) return 1;
+  d.fields()[used - 1].value.append(at, len);
   d.last_was_value_ = true;
   return 0;
 }
@@ -332,6 +349,10 @@ int MessageDecoder::onHeadersComplete(http_parser* p) {
   d.in_head_ = false;
   d.headers().resize(
       d.headers_used_);  // only ever shrinks: drops what the last message had more of
+  // A trailer section (if the body is chunked) is counted against a budget of its own, and
+  // its first field starts a new list.
+  d.head_bytes_ = 0;
+  d.last_was_value_ = false;
   if (d.kind_ == Kind::Request) {
     d.request_.method = http_method_str(static_cast<http_method>(p->method));
     d.request_.http_major = p->http_major;
@@ -394,6 +415,11 @@ bool MessageDecoder::checkChunkEnd(const char* from) {
 
 int MessageDecoder::onMessageComplete(http_parser* p) {
   MessageDecoder& d = self(p);
+  d.trailers_.resize(d.trailers_used_);  // as the head's fields: only ever shrinks
+  if (const char* problem = d.invalidTrailers()) {
+    d.scan_error_ = problem;
+    return -1;  // http-parser reports HPE_CB_message_complete: an Error event
+  }
   d.in_message_ = false;
   d.pending_ = Event::MessageComplete;
   d.resetScan();  // the next message's head starts after this one

@@ -50,19 +50,25 @@ class MessageDecoder {
 
   // Responses only: the request was HEAD, so the response has no body whatever it says.
   void setHeadRequest(bool head) { head_request_ = head; }
-  // Requests: heads longer than this are an error (HeadTooLarge). 0 = no limit of ours.
+  // Heads longer than this are an error (headTooLarge()), and so is a trailer section longer
+  // than this (a budget of its own, counted the same way). 0 = no limit of ours.
   void setMaxHeadBytes(uint64_t max) { max_head_bytes_ = max; }
 
   const RequestHead& request() const { return request_; }
   RequestHead& request() { return request_; }
   const ResponseHead& response() const { return response_; }
   ResponseHead& response() { return response_; }
+  // The trailer section of the chunked message just decoded (RFC 9112 §7.1.2), as received:
+  // names are tokens, values carry no control bytes, nothing is filtered yet. Valid after
+  // MessageComplete until the next decode(); empty for none (and for other framings).
+  const Headers& trailers() const { return trailers_; }
 
   // Valid after HeadComplete.
   BodyFraming framing() const { return framing_; }
   uint64_t contentLength() const { return content_length_; }
   bool keepAlive() const { return http_should_keep_alive(&parser_) != 0; }
   bool upgrade() const { return parser_.upgrade != 0; }
+  // The head, or the trailer section, went beyond setMaxHeadBytes (or http-parser's own bound).
   bool headTooLarge() const { return head_too_large_; }
   // http-parser's description of the error (after Event::Error).
   const char* errorDescription() const;
@@ -81,6 +87,12 @@ class MessageDecoder {
   static const http_parser_settings kSettings;
 
   Headers& headers() { return kind_ == Kind::Request ? request_.headers : response_.headers; }
+  // The field list being decoded and how much of it this message uses: the head's, or after
+  // the head (http-parser reports trailer fields through the same callbacks) the trailers'.
+  Headers& fields() { return in_head_ ? headers() : trailers_; }
+  size_t& fieldsUsed() { return in_head_ ? headers_used_ : trailers_used_; }
+  // What makes the decoded trailer section unacceptable, or null (as invalidHead's fields).
+  const char* invalidTrailers() const;
   bool addHeadBytes(size_t n);
   bool scanHead(const char* data, size_t len);
   void resetScan();
@@ -102,6 +114,9 @@ class MessageDecoder {
   uint64_t max_head_bytes_ = 0;
   uint64_t head_bytes_ = 0;
   size_t headers_used_ = 0;  // headers of the message being decoded (the vector may hold more)
+  // Reused from message to message like the head's fields: no allocation for messages without.
+  Headers trailers_;
+  size_t trailers_used_ = 0;
   // The buffer being decoded, and the check of the CRLF after chunk data (checkChunkEnd).
   const char* exec_end_ = nullptr;
   int chunk_end_pending_ = 0;  // bytes of the CRLF after chunk data still to check

@@ -8,7 +8,6 @@
 namespace sy::proxy {
 namespace {
 
-constexpr std::string_view kLastChunk = "0\r\n\r\n";
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 // Chunked transfer coding of one piece (RFC 9112 §7.1).
@@ -300,7 +299,7 @@ void ServerConnection::onMessageComplete() {
     finishExchange();
     return;
   }
-  if (exchange_) exchange_->decodeEnd();
+  if (exchange_) exchange_->decodeEnd(decoder_.trailers());
 }
 
 void ServerConnection::decodeError(ErrorKind kind) {
@@ -398,13 +397,18 @@ void ServerConnection::encodeBody(std::string_view data) {
   }
 }
 
-void ServerConnection::encodeEnd() {
+void ServerConnection::encodeEnd(const Headers& trailers) {
   if (state_ == State::Tunnel) {
     msg_.response_done = true;
     closeAfterFlush(false);  // the upstream ended the tunnel
     return;
   }
-  if (msg_.response_chunked) write(kLastChunk);
+  // An HTTP/1.0 client's close-delimited body has no trailer section: they are dropped.
+  if (msg_.response_chunked) {
+    scratch_.clear();
+    appendLastChunk(scratch_, trailers);
+    write(scratch_);
+  }
   responseDone(true);
 }
 

@@ -81,7 +81,7 @@ class ServerConnection final : public ClientConnection,
   // ResponseEncoder.
   void encodeHead(const Head& head) override;
   void encodeBody(std::string_view data) override;
-  void encodeEnd() override;
+  void encodeEnd(const Headers& trailers) override;
   void encodeLocalReply(const LocalReply& reply) override;
   void encodeAbort() override;
   void encodeContinue() override;

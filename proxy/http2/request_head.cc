@@ -53,6 +53,13 @@ void Http2RequestHeaders::add(std::string_view name, std::string_view value) {
   head_.headers.push_back(Header{std::string(name), std::string(value)});
 }
 
+void Http2RequestHeaders::addTrailer(std::string_view name, std::string_view value) {
+  trailer_bytes_ += name.size() + value.size() + 32;
+  if (trailer_bytes_ > max_bytes_) trailers_too_large_ = true;
+  if (trailers_too_large_) return;
+  trailers_.push_back(Header{std::string(name), std::string(value)});
+}
+
 Http2RequestHeaders::Verdict Http2RequestHeaders::complete(bool end_stream,
                                                            RequestFraming& framing) {
   RequestHead& head = head_;

@@ -40,16 +40,27 @@ class Http2RequestHeaders {
   // chosen (Content-Length, else none at END_STREAM, else chunked). Call once.
   Verdict complete(bool end_stream, RequestFraming& framing);
 
+  // One field of the trailer section (a HEADERS frame after the head's, ending the stream;
+  // nghttp2 has refused pseudo-headers and upper-case names). The section is bounded by
+  // max_header_list_bytes on its own, counted as the head is: past it nothing more is kept
+  // and trailersTooLarge().
+  void addTrailer(std::string_view name, std::string_view value);
+
   RequestHead& head() { return head_; }
   const RequestHead& head() const { return head_; }
+  const Headers& trailers() const { return trailers_; }
+  bool trailersTooLarge() const { return trailers_too_large_; }
 
  private:
   RequestHead head_;
+  Headers trailers_;
   std::string cookie_;     // the cookie crumbs, joined with "; "
   std::string authority_;  // :authority
   uint64_t max_bytes_;
   uint64_t bytes_ = 0;  // the header list's size as RFC 9113 §6.5.2 counts it
   bool too_large_ = false;
+  uint64_t trailer_bytes_ = 0;
+  bool trailers_too_large_ = false;
 };
 
 // A server session as the proxy runs it: windows reopened by hand (no automatic

@@ -89,6 +89,40 @@ void appendNumber(std::string& out, uint64_t v) {
   out.append(buf, end);
 }
 
+// Fields to hand to nghttp2 with their names lower-cased (HTTP/2 requires it): copied into one
+// buffer as they come, the nv entries made once the list is complete (they point into it).
+class LowerCaseFields {
+ public:
+  void add(std::string_view name, std::string_view value) {
+    Span span;
+    span.name = text_.size();
+    for (char c : name) text_.push_back(asciiLower(c));
+    span.value = text_.size();
+    text_.append(value);
+    span.end = text_.size();
+    spans_.push_back(span);
+  }
+  // Appends the nv entries, valid while this object is unchanged.
+  void appendTo(std::vector<nghttp2_nv>& nva) const {
+    const std::string_view all(text_);
+    for (const Span& span : spans_) {
+      nva.push_back(makeNv(all.substr(span.name, span.value - span.name),
+                           all.substr(span.value, span.end - span.value)));
+    }
+  }
+  size_t size() const { return spans_.size(); }
+  bool empty() const { return spans_.empty(); }
+  // Names and values, uncompressed: what the access log counts.
+  size_t bytes() const { return text_.size(); }
+
+ private:
+  struct Span {
+    size_t name, value, end;
+  };
+  std::vector<Span> spans_;
+  std::string text_;
+};
+
 }  // namespace
 
 // ---- one stream: its request head and its exchange's ResponseEncoder ------------------------
@@ -132,30 +166,15 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
     }
     std::string status;
     appendNumber(status, h.head.status);
-    // Names are lower-cased into one buffer first; the nv entries point into it after.
-    struct Span {
-      size_t name, value, end;
-    };
-    std::vector<Span> spans;
-    std::string text;
+    LowerCaseFields fields;
     forEachDownstreamResponseHeader(h.head, rw, [&](std::string_view name, std::string_view value) {
-      Span span;
-      span.name = text.size();
-      for (char c : name) text.push_back(asciiLower(c));
-      span.value = text.size();
-      text.append(value);
-      span.end = text.size();
-      spans.push_back(span);
+      fields.add(name, value);
     });
-    const std::string_view all(text);
     std::vector<nghttp2_nv> nva;
-    nva.reserve(spans.size() + 1);
+    nva.reserve(fields.size() + 1);
     nva.push_back(makeNv(":status", status));
-    for (const Span& span : spans) {
-      nva.push_back(makeNv(all.substr(span.name, span.value - span.name),
-                           all.substr(span.value, span.end - span.value)));
-    }
-    bytes_out += text.size() + status.size();  // the fields uncompressed, as the log counts
+    fields.appendTo(nva);
+    bytes_out += fields.bytes() + status.size();  // the fields uncompressed, as the log counts
     submit(nva);
   }
 
@@ -167,9 +186,14 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
     resume();
   }
 
-  void encodeEnd() override {
+  void encodeEnd(const Headers& trailers) override {
     if (!alive() || response_done) return;
     response_done = true;
+    // Kept until the data provider reaches the end of the body (read), which sends them.
+    for (const Header& t : trailers) {
+      if (forwardableTrailer(t.name)) response_trailers.add(t.name, t.value);
+    }
+    bytes_out += response_trailers.bytes();
     resume();
   }
 
@@ -224,7 +248,8 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
 
   void flush() override { conn.flush(); }
 
-  // The data provider: what the exchange encoded so far, END_STREAM once it ended.
+  // The data provider: what the exchange encoded so far, END_STREAM once it ended (on the
+  // trailers' HEADERS frame when there are some, RFC 9113 §8.1).
   ssize_t read(uint8_t* buf, size_t length, uint32_t* data_flags) {
     const size_t have = evbuffer_get_length(out.get());
     const size_t n = std::min(have, length);
@@ -237,6 +262,10 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
     if (evbuffer_get_length(out.get()) == 0) {
       if (response_done) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (!response_trailers.empty()) {
+          *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+          submitTrailers();
+        }
       } else if (n == 0) {
         deferred = true;
         return NGHTTP2_ERR_DEFERRED;
@@ -252,7 +281,8 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
   uint64_t header_deadline = 0;  // LazyTimer clock; 0 once the head is complete
   uint64_t unconsumed = 0;       // DATA bytes taken while backpressured: window not reopened
   uint64_t bytes_out = 0;
-  EvBufferPtr out;  // response body bytes not yet framed
+  EvBufferPtr out;                    // response body bytes not yet framed
+  LowerCaseFields response_trailers;  // the forwardable ones, until the body is out
   bool head_done = false;
   bool request_done = false;
   bool response_started = false;
@@ -285,6 +315,19 @@ class Http2Connection::Stream final : public Deferrable, public ResponseEncoder 
     }
   }
 
+  // From the data provider, at the end of the body (nghttp2 copies the fields).
+  void submitTrailers() {
+    std::vector<nghttp2_nv> nva;
+    nva.reserve(response_trailers.size());
+    response_trailers.appendTo(nva);
+    const int rv = nghttp2_submit_trailer(conn.session_.get(), id, nva.data(), nva.size());
+    if (rv != 0) {
+      SY_LOG(Debug, "client %s: stream %d: cannot submit the trailers: %s", conn.client_ip_.c_str(),
+             id, nghttp2_strerror(rv));
+      nghttp2_submit_rst_stream(conn.session_.get(), NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+
   void resume() {
     if (!deferred || !response_started) return;
     deferred = false;
@@ -305,10 +348,13 @@ struct Http2Connection::Callbacks {
   }
   static int header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
                     size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* u) {
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
-      return 0;  // trailers: not passed on (yet)
-    }
-    return self(u).onHeader(frame->hd.stream_id, view(name, namelen), view(value, valuelen));
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    // On a server session a HEADERS frame after the request's is its trailer section (nghttp2
+    // refuses one without END_STREAM or with pseudo-headers).
+    const bool trailer = frame->headers.cat == NGHTTP2_HCAT_HEADERS;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST && !trailer) return 0;
+    return self(u).onHeader(frame->hd.stream_id, trailer, view(name, namelen),
+                            view(value, valuelen));
   }
   static int frameRecv(nghttp2_session*, const nghttp2_frame* frame, void* u) {
     const bool request_headers =
@@ -566,10 +612,15 @@ int Http2Connection::onBeginHeaders(int32_t stream_id) {
   return 0;
 }
 
-int Http2Connection::onHeader(int32_t stream_id, std::string_view name, std::string_view value) {
+int Http2Connection::onHeader(int32_t stream_id, bool trailer, std::string_view name,
+                              std::string_view value) {
   Stream* s = stream(stream_id);
   if (s == nullptr) return 0;
-  s->request.add(name, value);
+  if (trailer) {
+    s->request.addTrailer(name, value);
+  } else {
+    s->request.add(name, value);
+  }
   return 0;
 }
 
@@ -595,7 +646,14 @@ void Http2Connection::headComplete(Stream& s, bool end_stream) {
 void Http2Connection::requestEnd(Stream& s) {
   if (s.request_done) return;
   s.request_done = true;
-  if (s.exchange && s.head_done && !s.response_done) s.exchange->decodeEnd();
+  if (!s.exchange || !s.head_done || s.response_done) return;
+  if (s.request.trailersTooLarge()) {
+    // As a head beyond the limit would be, this late: 431 unless the response has begun (then
+    // the stream is reset); the upstream's request is cut short.
+    s.exchange->decodeError({ErrorSource::Downstream, ErrorKind::HeadTooLarge}, &s.request.head());
+    return;
+  }
+  s.exchange->decodeEnd(s.request.trailers());
 }
 
 bool Http2Connection::withinBudget(int32_t stream_id, uint8_t type, uint8_t flags,

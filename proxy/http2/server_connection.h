@@ -9,12 +9,14 @@
 // What it accepts and refuses: nghttp2's HTTP messaging checks (pseudo-headers, lower-case
 // names, connection-specific fields, "te" other than "trailers", Content-Length against the
 // DATA received) reset the offending stream with PROTOCOL_ERROR; CONNECT and methods HTTP/1.1
-// clients cannot send either go to the exchange as MethodNotImplemented (501); a header list above
-// max_header_list_bytes goes to the exchange as HeadTooLarge (431). Request bodies go upstream as
-// HTTP/1.1: Content-Length when the client gave one, else chunked when the stream has a body. Flow
+// clients cannot send either go to the exchange as MethodNotImplemented (501); a header list
+// above max_header_list_bytes goes to the exchange as HeadTooLarge (431), and so does a trailer
+// section above it. Request bodies go upstream as HTTP/1.1: Content-Length when the client gave
+// one, else chunked when the stream has a body; request trailers go in the chunked trailer
+// section (dropped with a Content-Length), response trailers as a trailing HEADERS frame. Flow
 // control: a stream's window reopens (WINDOW_UPDATE) only for DATA its exchange took without
-// backpressure; the connection window reopens at once, so one slow upstream never stalls the other
-// streams.
+// backpressure; the connection window reopens at once, so one slow upstream never stalls the
+// other streams.
 //
 // Abuse (SPEC §12): per-connection budgets over a sliding 10 s window for streams reset before
 // their response completed (rapid reset, CVE-2023-44487), SETTINGS, PING, PRIORITY and empty
@@ -123,7 +125,8 @@ class Http2Connection final : public ClientConnection, private Transport::Handle
 
   // nghttp2 callbacks.
   int onBeginHeaders(int32_t stream_id);
-  int onHeader(int32_t stream_id, std::string_view name, std::string_view value);
+  // `trailer`: a field of the request's trailer section (else of its head).
+  int onHeader(int32_t stream_id, bool trailer, std::string_view name, std::string_view value);
   // `data_length`: a DATA frame's payload without its padding.
   int onFrameRecv(int32_t stream_id, uint8_t type, uint8_t flags, bool request_headers,
                   size_t data_length);

@@ -15,7 +15,9 @@
 //     and framing with one header per line, and carries no hop-by-hop field outside an
 //     upgrade, exactly one X-Forwarded-For/-Proto and variant header, and a framing header
 //     only for its framing;
-//   - the split picks a variant the route has a pool for; a hashed pick has weight > 0.
+//   - the split picks a variant the route has a pool for; a hashed pick has weight > 0;
+//   - a chunked body's trailer section, as it goes upstream (appendLastChunk), parses back to
+//     exactly the fields forwardableTrailer lets through, in order (and is in the transcript).
 //
 // HTTP/2 mode: an input that starts with the client connection preface (what
 // proxy/server/protocol_detect.cc hands to Http2Connection) is fed to an nghttp2 server session
@@ -200,6 +202,42 @@ std::string lower(std::string_view s) {
 struct Discard : MessageDecoder::BodySink {
   void onBodyData(std::string_view) override {}
 };
+
+// The end of a chunked body as it goes upstream for `trailers` (see the top of the file).
+// Returns it, for the transcript.
+std::string checkLastChunk(std::string_view input, const proxy::Headers& trailers) {
+  std::string out;
+  proxy::appendLastChunk(out, trailers);
+  auto detail = [&] {
+    return "input:\n" + printable(input) + "\n--- upstream last chunk:\n" + printable(out);
+  };
+  const std::string message =
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + out;
+  Discard sink;
+  MessageDecoder d(MessageDecoder::Kind::Request, sink);
+  size_t at = 0;
+  bool complete = false;
+  for (int guard = 0; guard < 4 && !complete && at < message.size(); ++guard) {
+    size_t consumed = 0;
+    const Event ev = d.decode(message.data() + at, message.size() - at, consumed);
+    at += consumed;
+    FUZZ_CHECK(ev != Event::Error, "the upstream trailer section does not parse",
+               detail() + "\n--- " + d.errorDescription());
+    complete = ev == Event::MessageComplete;
+  }
+  FUZZ_CHECK(complete && at == message.size(),
+             "the upstream trailer section does not end the message where it ends", detail());
+  proxy::Headers forwarded;
+  for (const proxy::Header& h : trailers) {
+    if (proxy::forwardableTrailer(h.name)) forwarded.push_back(h);
+  }
+  bool same = d.trailers().size() == forwarded.size();
+  for (size_t i = 0; same && i < forwarded.size(); ++i) {
+    same = d.trailers()[i].name == forwarded[i].name && d.trailers()[i].value == forwarded[i].value;
+  }
+  FUZZ_CHECK(same, "the upstream trailer section parses back to other fields", detail());
+  return out;
+}
 
 // The invariants of one head sent upstream (see the top of the file).
 void checkUpstreamHead(std::string_view input, const std::string& out,
@@ -505,6 +543,7 @@ class Run : public MessageDecoder::BodySink {
     } else if (framing_ == BodyFraming::None) {
       FUZZ_CHECK(body_total_ == 0, "a body-less request delivered body bytes", printable(input_));
     }
+    if (framing_ == BodyFraming::Chunked) t_ += checkLastChunk(input_, decoder_.trailers());
     ++messages_;
     t_ += "complete\n";
     // After an upgrade the bytes belong to the tunnelled protocol; after "Connection: close"

@@ -606,6 +606,7 @@ class Response:
         self.headers = headers      # [(name, value), ...] as received
         self.body = body
         self.interim = interim      # [(status, headers), ...] 1xx responses before this one
+        self.trailers = []          # [(name, value), ...] of a chunked body's trailer section
 
     def header(self, name):
         name = name.lower()
@@ -626,9 +627,9 @@ class Response:
 
 
 def build_request(method, target, host=HOST, headers=(), body=None, chunked=False,
-                  chunk_size=65536, version="HTTP/1.1"):
+                  chunk_size=65536, version="HTTP/1.1", trailers=()):
     """Bytes of one request. Content-Length is added for a body unless chunked or already
-    given; chunked bodies are cut into chunk_size pieces."""
+    given; chunked bodies are cut into chunk_size pieces and end with `trailers`."""
     lines = ["%s %s %s" % (method, target, version)]
     if host is not None:
         lines.append("Host: " + host)
@@ -639,7 +640,7 @@ def build_request(method, target, host=HOST, headers=(), body=None, chunked=Fals
         if chunked:
             if "transfer-encoding" not in names:
                 lines.append("Transfer-Encoding: chunked")
-            payload = encode_chunked(body, chunk_size)
+            payload = encode_chunked(body, chunk_size, trailers)
         else:
             if "content-length" not in names:
                 lines.append("Content-Length: %d" % len(body))
@@ -647,7 +648,7 @@ def build_request(method, target, host=HOST, headers=(), body=None, chunked=Fals
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
 
 
-def encode_chunked(body, chunk_size=65536):
+def encode_chunked(body, chunk_size=65536, trailers=()):
     out = bytearray()
     sizes = chunk_size if isinstance(chunk_size, (list, tuple)) else [chunk_size]
     i = 0
@@ -658,7 +659,10 @@ def encode_chunked(body, chunk_size=65536):
         piece = body[i:i + n]
         out += b"%x\r\n" % len(piece) + piece + b"\r\n"
         i += n
-    out += b"0\r\n\r\n"
+    out += b"0\r\n"
+    for k, v in trailers:
+        out += ("%s: %s\r\n" % (k, v)).encode("latin-1")
+    out += b"\r\n"
     return bytes(out)
 
 
@@ -782,8 +786,12 @@ class Client:
             while True:
                 size = int(self.read_line().split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.read_line() not in (b"\r\n", b"\n"):
-                        pass  # trailers
+                    while True:
+                        line = self.read_line()
+                        if line in (b"\r\n", b"\n"):
+                            break
+                        k, _, v = line.decode("latin-1").rstrip("\r\n").partition(":")
+                        resp.trailers.append((k, v.strip()))
                     break
                 body += self.read_exact(size)
                 if self.read_exact(2) != b"\r\n":

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Request bodies: 10 MiB streamed with Content-Length and chunked, Expect: 100-continue."""
+"""Request bodies: 10 MiB streamed with Content-Length and chunked, Expect: 100-continue, the
+trailer section of a chunked body."""
 
 import os
 import threading
 import uuid
 from types import SimpleNamespace
 
-from harness import build_request, Cases, encode_chunked, eq, expect, run_against_one_upstream, \
-    sha256
+from harness import build_request, Cases, encode_chunked, eq, expect, header_of, \
+    run_against_one_upstream, sha256
 
 cases = Cases("bodies")
 S = SimpleNamespace()
@@ -112,6 +113,43 @@ def _():
         r = c.read_response()
     eq(r.status, 200, "final status")
     eq(sha256(r.body), sha256(body), "echoed body sha256")
+
+
+@cases.case("a chunked body's trailers reach the upstream, framing and hop-by-hop ones dropped")
+def _():
+    m = marker()
+    body = os.urandom(300000)
+    trailers = [("X-Checksum", sha256(body)), ("Content-Length", "5"), ("Host", "evil.test"),
+                ("Connection", "close"), ("Keep-Alive", "5"), ("TE", "trailers"),
+                ("Trailer", "x"), ("Upgrade", "h2c"), ("Grpc-Status", "0")]
+    with S.env.client(timeout=30) as c:
+        req = build_request("POST", "/echo?m=" + m, body=body, chunked=True,
+                            chunk_size=[65536, 1, 4093], trailers=trailers)
+        t, errors = send_in_thread(c, req)
+        r = c.read_response()
+        t.join(30)
+        expect(not errors, "sending the body failed: %r" % errors)
+        eq(r.status, 200, "status")
+        eq(sha256(r.body), sha256(body), "echoed body sha256")
+        eq(c.request("GET", "/after-trailers?m=" + m).status, 200, "next request")
+    rec = S.blue.wait_records(lambda rec: rec["target"] == "/echo?m=" + m)[0]
+    eq(rec["body_sha256"], sha256(body), "body sha256 received by the upstream")
+    eq(rec["trailers"], [["X-Checksum", sha256(body)], ["Grpc-Status", "0"]],
+       "trailers received by the upstream")
+    eq(header_of(rec, "Transfer-Encoding"), "chunked", "upstream framing")
+
+
+@cases.case("a trailer section beyond max_header_bytes is answered 431 and closed")
+def _():
+    m = marker()
+    trailers = [("X-Pad-%d" % i, "p" * 1000) for i in range(70)]  # 70 KB > 64 KiB
+    with S.env.client() as c:
+        c.send(build_request("POST", "/echo?m=" + m, body=b"abc", chunked=True,
+                             trailers=trailers))
+        r = c.read_response()
+        eq(r.status, 431, "status")
+        expect(c.closed_by_peer(5), "connection not closed after the 431")
+    eq(S.blue.find(lambda rec: m in rec["target"]), [], "complete requests at the upstream")
 
 
 def main():

@@ -149,6 +149,35 @@ def _():
         eq(c.request("GET", "/after-chunked").status, 200, "next request on the connection")
 
 
+@cases.case("a chunked response's trailers reach the client, framing and hop-by-hop ones dropped")
+def _():
+    n = 100000
+    m = marker()
+    query = "&".join("trailer=" + t for t in (
+        "X-Checksum:abc123", "Content-Length:5", "Transfer-Encoding:gzip", "Host:evil.test",
+        "Connection:close", "Trailer:x", "Grpc-Status:0"))
+    with S.env.client() as c:
+        r = c.request("GET", "/bytes?n=%d&chunked=1&m=%s&%s" % (n, m, query))
+        eq(r.status, 200, "status")
+        eq(r.header("Transfer-Encoding"), "chunked", "framing to the client")
+        expect(r.body == pattern_bytes(0, n), "body bytes differ from the pattern")
+        eq(r.trailers, [("X-Checksum", "abc123"), ("Grpc-Status", "0")], "trailers")
+        # A "Connection: close" trailer is not ours to act on: the connection goes on.
+        eq(c.request("GET", "/after-trailers").status, 200, "next request on the connection")
+    one_record(m)
+
+
+@cases.case("an HTTP/1.0 client gets a close-delimited body: the upstream's trailers are dropped")
+def _():
+    n = 5000
+    with S.env.client() as c:
+        c.send(("GET /bytes?n=%d&chunked=1&trailer=X-Sum:1 HTTP/1.0\r\nHost: %s\r\n\r\n"
+                % (n, HOST)).encode())
+        r = c.read_response()
+        eq(r.status, 200, "status")
+        eq(r.body, pattern_bytes(0, n), "body (everything up to the close)")
+
+
 @cases.case("close-delimited response from upstream reaches the client intact (300000 bytes)")
 def _():
     n = 300000

@@ -206,3 +206,25 @@ TEST_CASE("absolute-form targets become origin-form with the URL's authority as 
   userinfo.target = "http://user:pw@host/x";
   CHECK_FALSE(toOriginForm(userinfo));
 }
+
+TEST_CASE("trailer fields: framing, routing, hop-by-hop and pseudo-headers are not forwarded") {
+  for (const char* name :
+       {"content-length", "Transfer-Encoding", "HOST", "connection", "keep-alive",
+        "proxy-connection", "te", "trailer", "upgrade", ":path", ":status"}) {
+    CAPTURE(name);
+    CHECK_FALSE(forwardableTrailer(name));
+  }
+  for (const char* name : {"grpc-status", "X-Checksum", "server-timing", "digest", "trailers"}) {
+    CAPTURE(name);
+    CHECK(forwardableTrailer(name));
+  }
+}
+
+TEST_CASE("the last chunk carries the forwardable trailers") {
+  std::string out;
+  appendLastChunk(out, {});
+  CHECK(out == "0\r\n\r\n");
+  out.clear();
+  appendLastChunk(out, {{"Grpc-Status", "0"}, {"Content-Length", "1"}, {"x-sum", "a b"}});
+  CHECK(out == "0\r\nGrpc-Status: 0\r\nx-sum: a b\r\n\r\n");
+}

@@ -75,7 +75,7 @@ TEST_CASE("a GET goes out rewritten and its response comes back whole") {
   RequestRewrite rw;
   rw.client_ip = "192.0.2.7";
   c.begin(r, request("GET", "/a"), rw, 65536);
-  c.endRequest();
+  c.endRequest({});
   const std::string sent = t.written();
   CHECK(sent.rfind("GET /a HTTP/1.1\r\n", 0) == 0);
   CHECK(sent.find("X-Forwarded-For: 192.0.2.7\r\n") != std::string::npos);
@@ -96,7 +96,7 @@ TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
   Recorder r;
   Http1Client c(t);
   c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
-  c.endRequest();
+  c.endRequest({});
   t.arrive(
       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
       "HTTP/1.1 204 No Content\r\n\r\n");
@@ -109,7 +109,7 @@ TEST_CASE("interim 1xx responses are skipped; a 101 is reported") {
   RequestRewrite rw;
   rw.upgrade = true;
   up.begin(r2, request("GET", "/ws"), rw, 65536);
-  up.endRequest();
+  up.endRequest({});
   t2.arrive(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
       "raw");
@@ -130,7 +130,7 @@ TEST_CASE("a chunked body goes out chunked and ends with the last chunk") {
   c.begin(r, request("POST", "/up"), rw, 65536);
   t.written();  // the head
   c.sendBody("abc");
-  c.endRequest();
+  c.endRequest({});
   CHECK(t.written() == "3\r\nabc\r\n0\r\n\r\n");
 }
 
@@ -152,7 +152,7 @@ TEST_CASE("replayable while nothing of the body has left; the replay carries the
   Http1Client fresh(second);
   fresh.replayFrom(c, head, rw);
   fresh.sendBody("dy");
-  fresh.endRequest();
+  fresh.endRequest({});
   const std::string sent = second.written();
   CHECK(sent.rfind("POST /p HTTP/1.1\r\n", 0) == 0);
   CHECK(sent.size() > 4);
@@ -174,7 +174,7 @@ TEST_CASE("not reusable: close-delimited, Connection: close, extra bytes, reques
     Recorder r;
     Http1Client c(t);
     c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
-    if (end_request) c.endRequest();
+    if (end_request) c.endRequest({});
     t.written();
     t.arrive(response);
     Http1Client::Result res = read(c);
@@ -194,7 +194,7 @@ TEST_CASE("a truncated or malformed response is an error") {
   Recorder r;
   Http1Client c(t);
   c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
-  c.endRequest();
+  c.endRequest({});
   t.arrive("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
   CHECK(read(c) == Http1Client::Result::NeedMore);
   CHECK(c.readEof() == Http1Client::Result::Error);
@@ -204,4 +204,47 @@ TEST_CASE("a truncated or malformed response is an error") {
   d.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
   t2.arrive("HTTP/2.0 200 OK\r\n\r\n");
   CHECK(read(d) == Http1Client::Result::Error);
+}
+
+TEST_CASE("request trailers end a chunked body, filtered; a Content-Length body drops them") {
+  const Headers trailers = {{"X-Checksum", "42"},    {"Content-Length", "9"}, {"Host", "evil"},
+                            {"Connection", "close"}, {"TE", "trailers"},      {"Trailer", "x"},
+                            {"Grpc-Status", "0"}};
+  FakeTransport t;
+  Recorder r;
+  Http1Client c(t);
+  RequestRewrite rw;
+  rw.framing = BodyFraming::Chunked;
+  c.begin(r, request("POST", "/up"), rw, 65536);
+  t.written();  // the head
+  c.sendBody("abc");
+  c.endRequest(trailers);
+  CHECK(t.written() == "3\r\nabc\r\n0\r\nX-Checksum: 42\r\nGrpc-Status: 0\r\n\r\n");
+
+  FakeTransport t2;
+  Http1Client d(t2);
+  rw.framing = BodyFraming::ContentLength;
+  rw.content_length = 3;
+  d.begin(r, request("POST", "/up"), rw, 65536);
+  t2.written();
+  d.sendBody("abc");
+  d.endRequest(trailers);
+  CHECK(t2.written() == "abc");
+}
+
+TEST_CASE("the response's trailers are there once it is complete") {
+  FakeTransport t;
+  Recorder r;
+  Http1Client c(t);
+  c.begin(r, request("GET", "/"), RequestRewrite{}, 65536);
+  c.endRequest({});
+  t.written();
+  t.arrive("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 7\r\n\r\n");
+  CHECK(read(c) == Http1Client::Result::Complete);
+  CHECK(r.body == "ok");
+  REQUIRE(c.trailers().size() == 1);
+  CHECK(c.trailers()[0].name == "X-Sum");
+  CHECK(c.trailers()[0].value == "7");
+  CHECK(c.response().headers.size() == 1);
+  CHECK(c.reusable());
 }

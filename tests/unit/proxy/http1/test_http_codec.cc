@@ -234,3 +234,109 @@ TEST_CASE("an empty buffer is not the end of the stream") {
   CHECK(consumed == 0);
   CHECK(d.finish() == Event::MessageComplete);
 }
+
+TEST_CASE("the trailer section of a chunked message is captured apart from the head") {
+  // (Before trailers were forwarded, their fields were appended to the head's.)
+  for (auto kind : {MessageDecoder::Kind::Request, MessageDecoder::Kind::Response}) {
+    for (size_t step : {size_t{1}, size_t{5}, size_t{1000}}) {
+      CAPTURE(step);
+      Collect sink;
+      MessageDecoder d(kind, sink);
+      d.setMaxHeadBytes(4096);
+      std::string head = kind == MessageDecoder::Kind::Request
+                             ? "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             : "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+      auto events =
+          feed(d, head + "3\r\nabc\r\n0\r\nX-Checksum: 42\r\nGrpc-Status: 0\r\n\r\n", step);
+      REQUIRE(events.size() == 2);
+      CHECK(events.back() == Event::MessageComplete);
+      CHECK(sink.body == "abc");
+      const auto& head_fields =
+          kind == MessageDecoder::Kind::Request ? d.request().headers : d.response().headers;
+      CHECK(head_fields.size() == (kind == MessageDecoder::Kind::Request ? 2 : 1));
+      REQUIRE(d.trailers().size() == 2);
+      CHECK(d.trailers()[0].name == "X-Checksum");
+      CHECK(d.trailers()[0].value == "42");
+      CHECK(d.trailers()[1].name == "Grpc-Status");
+      CHECK(d.trailers()[1].value == "0");
+    }
+  }
+}
+
+TEST_CASE("the next message starts without the previous one's trailers") {
+  Collect sink;
+  MessageDecoder d(MessageDecoder::Kind::Request, sink);
+  auto events = feed(d,
+                     "POST /1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "0\r\nX-T: 1\r\n\r\n");
+  REQUIRE(events.size() == 2);
+  CHECK(d.trailers().size() == 1);
+  events = feed(d,
+                "POST /2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "1\r\nx\r\n0\r\n\r\n");
+  REQUIRE(events.size() == 2);
+  CHECK(d.request().target == "/2");
+  CHECK(d.request().headers.size() == 2);
+  CHECK(d.trailers().empty());
+}
+
+TEST_CASE("a trailer section over the limit is HeadTooLarge; it has a budget of its own") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n";
+  const std::string filler = "X-Pad: " + std::string(600, 'p') + "\r\n";
+  for (size_t step : {size_t{7}, size_t{100000}}) {
+    CAPTURE(step);
+    Collect sink;
+    MessageDecoder d(MessageDecoder::Kind::Request, sink);
+    d.setMaxHeadBytes(1024);
+    // Head and trailers of 600-odd bytes each: each within the limit, together beyond it.
+    auto events = feed(d, head + filler + "\r\n1\r\nx\r\n0\r\n" + filler + "\r\n", step);
+    REQUIRE(events.size() == 2);
+    CHECK(events.back() == Event::MessageComplete);
+    CHECK(d.trailers().size() == 1);
+
+    Collect big_sink;
+    MessageDecoder big(MessageDecoder::Kind::Request, big_sink);
+    big.setMaxHeadBytes(1024);
+    std::string trailers;
+    for (int i = 0; i < 100; ++i) trailers += "X-T" + std::to_string(i) + ": " + filler;
+    events = feed(big, head + "\r\n1\r\nx\r\n0\r\n" + trailers + "\r\n", step);
+    REQUIRE(events.size() == 2);
+    CHECK(events[0] == Event::HeadComplete);
+    CHECK(events[1] == Event::Error);
+    CHECK(big.headTooLarge());
+    CHECK(std::string(big.errorDescription()) == "trailer section too large");
+  }
+}
+
+TEST_CASE("trailer fields are checked as the head's are") {
+  for (std::string bad : {"X-Bad\x01: v\r\n", "X-T: \x01v\r\n", "X-T: a\x7f\r\n"}) {
+    CAPTURE(bad);
+    Collect sink;
+    MessageDecoder d(MessageDecoder::Kind::Request, sink);
+    auto events = feed(d,
+                       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "1\r\nx\r\n0\r\n" +
+                           bad + "\r\n");
+    REQUIRE(!events.empty());
+    CHECK(events.back() == Event::Error);
+    CHECK(!d.headTooLarge());
+  }
+}
+
+TEST_CASE("framing fields in a trailer section do not leak into the next message") {
+  // http-parser matches Content-Length and Transfer-Encoding in trailer fields as in a head.
+  for (std::string field :
+       {"Transfer-Encoding: chunked", "Transfer-Encodings: x", "Content-Length: 5"}) {
+    CAPTURE(field);
+    Collect sink;
+    MessageDecoder d(MessageDecoder::Kind::Request, sink);
+    auto events = feed(d,
+                       "POST /1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "0\r\n" +
+                           field + "\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    REQUIRE(events.size() == 4);
+    CHECK(events[3] == Event::MessageComplete);
+    CHECK(d.request().target == "/2");
+    CHECK(d.framing() == BodyFraming::None);
+  }
+}
