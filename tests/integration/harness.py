@@ -855,3 +855,42 @@ def header_of(record, name):
 
 def header_names(record):
     return [k.lower() for k, _ in record["headers"]]
+
+
+# ---- headless Chromium (test_dashboard.py, test_http2_browser.py) -----------------------------
+
+CHROMIUM_TIMEOUT = 90.0
+
+
+def chromium_path():
+    path = os.environ.get("SY_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        raise CaseFailure("chromium is not installed: this test needs Debian's 'chromium' "
+                          "package (tools/bootstrap installs it)")
+    return path
+
+
+def run_chromium(work_dir, *args):
+    """Runs headless Chromium on a fresh profile under `work_dir`; returns stdout. Certificate
+    errors are ignored (the tests' certificates are self-signed). Bounded by a deadline: the
+    whole process group is killed when it is exceeded."""
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=work_dir)
+    cmd = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+           "--ignore-certificate-errors", "--user-data-dir=" + profile,
+           "--virtual-time-budget=6000", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=CHROMIUM_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CaseFailure("chromium did not finish within %.0fs: %s" % (CHROMIUM_TIMEOUT, cmd))
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    if proc.returncode != 0:
+        raise CaseFailure("chromium exited with %d; stderr tail:\n%s" % (
+            proc.returncode, err.decode(errors="replace")[-3000:]))
+    return out.decode(errors="replace")

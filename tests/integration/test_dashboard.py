@@ -14,10 +14,7 @@ Needs Debian's `chromium` (tools/bootstrap installs it); without it the browser 
 import json
 import os
 import re
-import shutil
-import signal
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from harness import CaseFailure, Cases, Client, Env, Inline, Proxy, can_connect, config_doc, \
-    eq, expect, free_port, parallel, proxy_binary, route, wait_until
+    eq, expect, free_port, parallel, proxy_binary, route, run_chromium, wait_until
 
 cases = Cases("dashboard")
 S = SimpleNamespace()
@@ -38,7 +35,6 @@ ROUTE = "dash"
 KEYED = 300         # keyed requests, split blue/canary by hash
 FORCED_500 = 20     # X-Canary: 1 -> /status?code=500 on canary
 FORCED_SLOW = 30    # X-Canary: 1 -> /sleep?ms=40 on canary (canary p99 >= 25 ms)
-CHROMIUM_TIMEOUT = 90.0
 WINDOW = (1280, 900)
 # Bar colours of the page (CSS --blue and --canary), looked for in the screenshot.
 BLUE_RGB = (0x25, 0x63, 0xeb)
@@ -109,40 +105,6 @@ def expected_quantile(ms, variant, q):
     return histogram_quantile(q, b)
 
 
-# ---- Chromium ----------------------------------------------------------------------------
-
-def chromium_path():
-    path = os.environ.get("SY_CHROMIUM") or shutil.which("chromium")
-    if not path:
-        raise CaseFailure("chromium is not installed: the dashboard test needs Debian's "
-                          "'chromium' package (tools/bootstrap installs it)")
-    return path
-
-
-def run_chromium(*args):
-    """Runs headless Chromium on a fresh profile; returns stdout. Bounded by a deadline: the
-    whole process group is killed when it is exceeded."""
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=S.env.dir)
-    cmd = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-           "--user-data-dir=" + profile, "--virtual-time-budget=6000", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=CHROMIUM_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise CaseFailure("chromium did not finish within %.0fs: %s" % (CHROMIUM_TIMEOUT, cmd))
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    if proc.returncode != 0:
-        raise CaseFailure("chromium exited with %d; stderr tail:\n%s" % (
-            proc.returncode, err.decode(errors="replace")[-3000:]))
-    return out.decode(errors="replace")
-
-
 def dashboard_url(port=None):
     return "http://127.0.0.1:%d/" % (port or S.admin_port)
 
@@ -203,7 +165,7 @@ class Dom(HTMLParser):
 
 
 def render_dom(port=None):
-    html = run_chromium("--dump-dom", dashboard_url(port))
+    html = run_chromium(S.env.dir, "--dump-dom", dashboard_url(port))
     S.last_dom = html
     return Dom(html).root
 
@@ -495,7 +457,8 @@ def screenshot(name):
     out = artifact_dir() / name
     if out.exists():
         out.unlink()
-    run_chromium("--screenshot=%s" % out, "--window-size=%d,%d" % WINDOW, dashboard_url())
+    run_chromium(S.env.dir, "--screenshot=%s" % out, "--window-size=%d,%d" % WINDOW,
+                 dashboard_url())
     # Chromium reports the file before the write is always visible: poll with a deadline.
     wait_until(lambda: out.exists() and out.stat().st_size > 0, 10, "screenshot %s" % out)
     print("     screenshot: %s (%d bytes)" % (out, out.stat().st_size))

@@ -16,22 +16,18 @@ upstreams). Needs Debian's `chromium` (tools/bootstrap installs it); without it 
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CaseFailure, Cases, Env, can_connect, config_doc, eq,  # noqa: E402
-                     expect, free_port, route, wait_until)
+                     expect, free_port, route, run_chromium, wait_until)
 
 cases = Cases("http2_browser")
 S = type("State", (), {})()
-CHROMIUM_TIMEOUT = 90.0
 FETCHES = 4
 
 PAGE = """<!doctype html>
@@ -98,41 +94,6 @@ def start_page_server():
     return srv
 
 
-# ---- Chromium (as tests/integration/test_dashboard.py drives it) ------------------------------
-
-def chromium_path():
-    path = os.environ.get("SY_CHROMIUM") or shutil.which("chromium")
-    if not path:
-        raise CaseFailure("chromium is not installed: this test needs Debian's 'chromium' "
-                          "package (tools/bootstrap installs it)")
-    return path
-
-
-def run_chromium(*args):
-    """Runs headless Chromium on a fresh profile; returns stdout. Bounded by a deadline: the
-    whole process group is killed when it is exceeded."""
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=S.env.dir)
-    cmd = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-           "--ignore-certificate-errors", "--user-data-dir=" + profile,
-           "--virtual-time-budget=6000", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=CHROMIUM_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise CaseFailure("chromium did not finish within %.0fs: %s" % (CHROMIUM_TIMEOUT, cmd))
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    if proc.returncode != 0:
-        raise CaseFailure("chromium exited with %d; stderr tail:\n%s" % (
-            proc.returncode, err.decode(errors="replace")[-3000:]))
-    return out.decode(errors="replace")
-
-
 def span(html, ident):
     m = re.search(r'<span id="%s">([^<]*)</span>' % ident, html)
     expect(m, "no <span id=%s> in the rendered page:\n%s" % (ident, html[-2000:]))
@@ -164,7 +125,7 @@ def access_log_entries(prefix, count):
 
 
 def load_page(port, tag, want_proto, want_log_proto):
-    html = run_chromium("--dump-dom", "https://127.0.0.1:%d/page/%s" % (port, tag))
+    html = run_chromium(S.env.dir, "--dump-dom", "https://127.0.0.1:%d/page/%s" % (port, tag))
     nav = span(html, "nav")
     eq(nav, want_proto, "the page's navigation nextHopProtocol")
     eq(title(html), "proto:" + want_proto, "the page's title")
