@@ -426,6 +426,7 @@ void readServer(TableReader& r, RawServer& server) {
     t.read("max_header_list_bytes", http2.max_header_list_bytes);
   });
   r.read("http2_cleartext", server.http2_cleartext);
+  r.read("trusted_proxies", server.trusted_proxies);
 }
 
 void readCertificate(TableReader& r, RawCertificate& cert, bool with_names) {
@@ -440,6 +441,7 @@ RawListener readListener(TableReader& r) {
   listener.origin = r.origin();
   r.read("address", listener.address);
   r.read("http2", listener.http2);
+  r.read("proxy_protocol", listener.proxy_protocol);
   readTable(r, "tls", listener.tls,
             [](TableReader& t, RawCertificate& cert) { readCertificate(t, cert, false); });
   readTables(r, "sni",

@@ -46,7 +46,7 @@ class Compiler {
     snapshot->path = raw_.file;
     compileServer(snapshot->server);
     for (const RawListener& listener : raw_.listeners) {
-      compileListener(listener, snapshot->tls_listeners);
+      compileListener(listener, snapshot->listeners);
     }
     // Pools first: routes point into this map, whose nodes never move.
     for (const RawPool& pool : raw_.pools) compilePool(pool, snapshot->pools[pool.name]);
@@ -75,12 +75,28 @@ class Compiler {
     for (SocketAddress& address : resolve(field)) out.push_back(std::move(address));
   }
 
+  static constexpr uint16_t kDefaultListenPort = 8080;
+
+  bool listenerOnPort(uint16_t port) const {
+    std::string ignored;
+    for (const RawListener& listener : raw_.listeners) {
+      if (!listener.address.ok) continue;
+      const std::optional<HostPort> address = parseHostPort(listener.address.value, &ignored);
+      if (address && address->port == port) return true;
+    }
+    return false;
+  }
+
   void compileServer(ServerSettings& out) {
     const RawServer& server = raw_.server.value;
     if (server.listen.ok) {
       for (const Field<std::string>& address : server.listen.value)
         resolveInto(address, out.listen);
-    } else {
+    } else if (!listenerOnPort(kDefaultListenPort)) {
+      // The default gives way to a [[listener]] on its port (SPEC §13's example listens on
+      // 0.0.0.0:8080 with proxy_protocol): two sockets on one port would split the clients
+      // between them. An explicit server.listen on a [[listener]]'s port is an error
+      // (validate.cc).
       Field<std::string> fallback;
       fallback.value = "127.0.0.1:8080";
       fallback.origin = server.listen.origin;
@@ -117,6 +133,13 @@ class Compiler {
     assign(out.http2.initial_window_bytes, http2.initial_window_bytes);
     assign(out.http2.max_header_list_bytes, http2.max_header_list_bytes);
     assign(out.http2_cleartext, server.http2_cleartext);
+    std::string ignored;
+    for (const Field<std::string>& network : server.trusted_proxies.value) {
+      if (!network.ok) continue;
+      if (std::optional<Cidr> cidr = parseCidr(network.value, &ignored)) {
+        out.trusted_proxies.push_back(*cidr);  // (validate() has reported the others)
+      }
+    }
   }
 
   TlsCertificate compileCertificate(const RawCertificate& cert) const {
@@ -129,11 +152,12 @@ class Compiler {
     return out;
   }
 
-  // One TlsListener per resolved address, as for server.listen.
-  void compileListener(const RawListener& listener, std::vector<TlsListener>& out) {
-    TlsListener compiled;
+  // One Listener per resolved address, as for server.listen.
+  void compileListener(const RawListener& listener, std::vector<Listener>& out) {
+    Listener compiled;
     assign(compiled.http2, listener.http2);
-    compiled.default_cert = compileCertificate(listener.tls.value);
+    assign(compiled.proxy_protocol, listener.proxy_protocol);
+    if (listener.tls.present) compiled.default_cert = compileCertificate(listener.tls.value);
     for (const RawCertificate& cert : listener.sni) {
       compiled.sni.push_back(compileCertificate(cert));
     }
@@ -369,7 +393,7 @@ std::shared_ptr<Snapshot> cloneSnapshot(const Snapshot& snapshot) {
   copy->path = snapshot.path;
   copy->generation = snapshot.generation;
   copy->server = snapshot.server;
-  copy->tls_listeners = snapshot.tls_listeners;
+  copy->listeners = snapshot.listeners;
   copy->pools = snapshot.pools;
   copy->routes = snapshot.routes;
   for (Route& route : copy->routes) {

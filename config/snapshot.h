@@ -60,6 +60,13 @@ struct Http2Settings {
   uint64_t max_header_list_bytes = 65536;
 };
 
+// An IPv4 or IPv6 network. IPv4 networks are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d/96+len)
+// so a single comparison covers both families.
+struct Cidr {
+  std::array<uint8_t, 16> addr{};
+  uint8_t prefix_len = 0;  // 0..128 over the 16-byte form
+};
+
 struct ServerSettings {
   std::vector<SocketAddress> listen;  // plain-HTTP listeners
   uint32_t workers = 0;               // 0 = one per CPU core (resolved by the server, not here)
@@ -73,6 +80,9 @@ struct ServerSettings {
   Limits limits;
   Http2Settings http2;
   bool http2_cleartext = false;  // plain listeners also accept HTTP/2 with prior knowledge
+  // SPEC §13: from a connection whose address is in one of these, the client is taken from
+  // X-Forwarded-For (proxy/routing/client_address.h).
+  std::vector<Cidr> trusted_proxies;
 };
 
 struct TlsCertificate {
@@ -83,12 +93,14 @@ struct TlsCertificate {
 
 class ServerTls;
 
-struct TlsListener {
+// One [[listener]]: TLS with `tls`, else plain HTTP like server.listen.
+struct Listener {
   SocketAddress address;
   TlsCertificate default_cert;
   std::vector<TlsCertificate> sni;
-  bool http2 = true;                     // ALPN offers h2 besides http/1.1
-  std::shared_ptr<const ServerTls> tls;  // compiled contexts (config/tls_context.h)
+  bool http2 = true;                     // TLS: ALPN offers h2 besides http/1.1
+  bool proxy_protocol = false;           // SPEC §13: a PROXY v1/v2 header comes first
+  std::shared_ptr<const ServerTls> tls;  // compiled contexts (config/tls_context.h); null: plain
 };
 
 struct HealthCheck {
@@ -123,13 +135,6 @@ struct Fallback {
   enum class Kind : uint8_t { Random, ClientIp, Variant };
   Kind kind = Kind::Random;
   Variant variant = Variant::Blue;  // with Kind::Variant
-};
-
-// An IPv4 or IPv6 network. IPv4 networks are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d/96+len)
-// so a single comparison covers both families.
-struct Cidr {
-  std::array<uint8_t, 16> addr{};
-  uint8_t prefix_len = 0;  // 0..128 over the 16-byte form
 };
 
 struct Override {
@@ -215,7 +220,7 @@ struct Snapshot {
   std::string path;         // the config file it was loaded from
   uint64_t generation = 0;  // assigned by the server when published
   ServerSettings server;
-  std::vector<TlsListener> tls_listeners;
+  std::vector<Listener> listeners;  // [[listener]], one per resolved address
   // Pools by name. std::map so Route::pools pointers stay valid (nodes never move).
   std::map<std::string, Pool> pools;
   std::vector<Route> routes;

@@ -82,6 +82,7 @@ class Validator {
   void run() {
     checkServer(raw_.server.value);
     for (const RawListener& listener : raw_.listeners) checkListener(listener);
+    checkListenClashes();
     for (const RawPool& pool : raw_.pools) {
       pool_names_.insert(pool.name);
       checkPool(pool);
@@ -171,6 +172,63 @@ class Validator {
     if (http2.max_header_list_bytes.ok && http2.max_header_list_bytes.value < 1024) {
       error(http2.max_header_list_bytes.origin, "must be >= 1024");
     }
+    for (const Field<std::string>& network : server.trusted_proxies.value) {
+      std::string why;
+      if (network.ok && !parseCidr(network.value, &why)) error(network.origin, why);
+    }
+  }
+
+  // A [[listener]] on the port of another listen address (server.listen as written, or another
+  // [[listener]]) where one covers the other: the same host, or a wildcard. Both would bind
+  // (SO_REUSEPORT) and the kernel would split the clients between, say, a PROXY-protocol
+  // socket and a plain one. server.listen entries among themselves are all plain HTTP and not
+  // checked ("0.0.0.0:80" with "[::]:80" is a common pair); the default server.listen gives way
+  // instead (snapshot.cc).
+  void checkListenClashes() {
+    struct Seen {
+      const Field<std::string>* field;
+      HostPort address;
+      bool listener;
+    };
+    std::vector<Seen> seen;
+    const auto add = [&](const Field<std::string>& field, bool listener) {
+      std::string ignored;
+      if (!field.ok) return;
+      std::optional<HostPort> address = parseHostPort(field.value, &ignored);
+      if (!address) return;
+      for (const Seen& other : seen) {
+        if ((listener || other.listener) && other.address.port == address->port &&
+            hostsOverlap(other.address, *address)) {
+          error(field.origin, "listens on the same port as " + quoted(other.field->value) +
+                                  " (line " + std::to_string(other.field->origin.line) + ")");
+          return;
+        }
+      }
+      seen.push_back({&field, std::move(*address), listener});
+    };
+    if (raw_.server.value.listen.ok) {
+      for (const Field<std::string>& address : raw_.server.value.listen.value) add(address, false);
+    }
+    for (const RawListener& listener : raw_.listeners) add(listener.address, true);
+  }
+
+  // Literal addresses compare by value ("::0" is "::"); names by text, case-insensitively.
+  static bool hostsOverlap(const HostPort& a, const HostPort& b) {
+    const auto canonical = [](const std::string& host) {
+      std::array<uint8_t, 16> bytes{};
+      char text[INET6_ADDRSTRLEN];
+      if (inet_pton(AF_INET6, host.c_str(), bytes.data()) == 1 &&
+          inet_ntop(AF_INET6, bytes.data(), text, sizeof text) != nullptr) {
+        return std::string(text);
+      }
+      std::string out = host;
+      for (char& c : out) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+      return out;
+    };
+    const std::string x = canonical(a.host);
+    const std::string y = canonical(b.host);
+    const auto wildcard = [](const std::string& host) { return host == "0.0.0.0" || host == "::"; };
+    return x == y || wildcard(x) || wildcard(y);
   }
 
   void checkCertificate(const RawCertificate& cert, bool with_names) {
@@ -193,11 +251,10 @@ class Validator {
   void checkListener(const RawListener& listener) {
     checkRequired(listener.address);
     checkAddress(listener.address);
-    if (!listener.tls.present) {
-      error(listener.tls.origin,
-            "is required: a [[listener]] serves TLS (plain HTTP: server.listen)");
-    } else if (listener.tls.ok) {
-      checkCertificate(listener.tls.value, false);
+    // Without tls, a plain-HTTP listener (SPEC §13's proxy_protocol listener).
+    if (listener.tls.ok) checkCertificate(listener.tls.value, false);
+    if (!listener.tls.present && !listener.sni.empty()) {
+      error(listener.sni.front().origin, "needs listener.tls (SNI certificates are for TLS)");
     }
     for (const RawCertificate& cert : listener.sni) checkCertificate(cert, true);
   }

@@ -84,6 +84,7 @@ struct RawServer {
   Field<RawLimits> limits;
   Field<RawHttp2> http2;
   Field<bool> http2_cleartext;
+  Field<StringList> trusted_proxies;
 };
 
 // listener.tls (without names) or one [[listener.sni]].
@@ -98,7 +99,7 @@ struct RawListener {
   Field<std::string> address;
   Field<RawCertificate> tls;
   std::vector<RawCertificate> sni;
-  Field<bool> http2;
+  Field<bool> http2, proxy_protocol;
 };
 
 struct RawHealth {

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -342,6 +343,30 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
           .append("\"} ")
           .append(std::to_string(goaways[r]))
           .append("\n");
+    }
+  }
+
+  appendHeader(out, "switchyard_proxy_protocol_errors_total", "counter",
+               "Connections closed because their PROXY protocol header was missing, invalid, "
+               "too large or truncated, by listener and reason.");
+  if (s.registry != nullptr) {
+    std::map<std::string, ProxyProtocolErrors::Counts> errors =
+        s.registry->proxyProtocolErrors().totals();
+    if (s.snapshot != nullptr) {  // listeners with nothing refused yet show zeros
+      for (const config::Listener& l : s.snapshot->listeners) {
+        if (l.proxy_protocol) errors.try_emplace(l.address.text);
+      }
+    }
+    for (const auto& [listener, counts] : errors) {
+      for (size_t r = 0; r < kProxyProtocolErrors; ++r) {
+        out.append("switchyard_proxy_protocol_errors_total{listener=\"");
+        appendLabel(out, listener);
+        out.append("\",reason=\"")
+            .append(kProxyProtocolErrorNames[r])
+            .append("\"} ")
+            .append(std::to_string(counts[r]))
+            .append("\n");
+      }
     }
   }
 

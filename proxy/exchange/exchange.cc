@@ -93,7 +93,12 @@ struct Exchange::FlushOnExit {
 };
 
 Exchange::Exchange(ExchangeContext& ctx, ResponseEncoder& encoder, const ConnectionInfo& connection)
-    : ctx_(ctx), encoder_(encoder), connection_(connection), start_us_(nowUs()) {}
+    : ctx_(ctx),
+      encoder_(encoder),
+      connection_(connection),
+      client_(connection.client_addr != nullptr ? *connection.client_addr : ClientIp{}),
+      client_text_(connection.client_ip),
+      start_us_(nowUs()) {}
 
 Exchange::~Exchange() {
   releaseUpstream(false);
@@ -110,6 +115,15 @@ void Exchange::takeHead(RequestHead& head) {
   head_ = &head;
   snapshot_ = ctx_.snapshot;
   route_metrics_ = &ctx_.routeMetrics(snapshot_->routes.size());  // unmatched until routed
+  // SPEC §13: behind a trusted balancer the client is the one X-Forwarded-For names.
+  if (!snapshot_->server.trusted_proxies.empty()) {
+    const ClientIp client = requestClient(client_, head.headers, snapshot_->server.trusted_proxies);
+    if (client.bytes != client_.bytes) {
+      client_ = client;
+      client_text_storage_ = clientIpText(client_);
+      client_text_ = client_text_storage_;
+    }
+  }
   if (!findHeader(head.headers, "x-request-id")) {
     writeHex(request_id_buf_, ctx_.worker.random());
     writeHex(request_id_buf_ + 16, ctx_.worker.random());
@@ -137,10 +151,7 @@ void Exchange::decodeHead(RequestHead& head, const RequestFraming& framing) {
     return;
   }
   route_metrics_ = &ctx_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
-  static const ClientIp kNoAddress;
-  decision_ =
-      decide(*route_, head.headers, connection_.client_addr ? *connection_.client_addr : kNoAddress,
-             ctx_.worker.random(), ctx_.worker.random());
+  decision_ = decide(*route_, head.headers, client_, ctx_.worker.random(), ctx_.worker.random());
   variant_ = decision_.variant;
   if (decision_.set_cookie) set_cookie_ = route_->assign_cookie + "=" + decision_.key;
   if (!variantUsable(variant_)) {
@@ -232,6 +243,8 @@ bool Exchange::variantUsable(config::Variant v) const {
 
 RequestRewrite Exchange::upstreamRewrite() const {
   RequestRewrite rw;
+  // The connection's address (the peer, or the PROXY header's source) is appended to the
+  // chain as received, never the client found in it: the upstream sees every hop.
   rw.client_ip = connection_.client_ip;
   rw.proto = connection_.tls ? "https" : "http";
   rw.variant_header = snapshot_->server.variant_header;
@@ -561,7 +574,7 @@ void Exchange::recordOutcome(int status, Termination termination) {
   AccessLogEntry e;
   e.ts_ms = static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000 -
             static_cast<int64_t>(duration_us / 1000);
-  e.client = connection_.client_ip;
+  e.client = client_text_;
   // Refused before its head was complete, a request has no method, host or path to log.
   if (head_ != nullptr) {
     e.method = head_->method;

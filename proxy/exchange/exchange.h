@@ -22,6 +22,7 @@
 #include "proxy/http/server_exchange.h"
 #include "proxy/http/termination.h"
 #include "proxy/http1/client.h"
+#include "proxy/routing/client_address.h"
 #include "proxy/routing/splitter.h"
 #include "proxy/shadow/mirror.h"
 #include "proxy/upstream/pool.h"
@@ -96,6 +97,13 @@ class Exchange final : public RequestHandler,
   ExchangeContext& ctx_;
   ResponseEncoder& encoder_;
   ConnectionInfo connection_;
+  // The request's client (SPEC §13): the connection's address, or behind trusted_proxies the
+  // one X-Forwarded-For names (takeHead). THE one client address: routing (client_ip overrides,
+  // fallback = "client_ip", segments) and the access log read it; X-Forwarded-For upstream
+  // appends the connection's own address instead.
+  ClientIp client_;
+  std::string_view client_text_;     // client_ as text: connection_.client_ip or the storage
+  std::string client_text_storage_;  // only when X-Forwarded-For decided
   config::SnapshotConstSharedPtr snapshot_;  // the snapshot this request started with
   const config::Route* route_ = nullptr;
   RouteMetrics* route_metrics_ = nullptr;

@@ -26,10 +26,12 @@ namespace sy::proxy {
 
 // What the connection knows about the client, for every exchange on it.
 struct ConnectionInfo {
-  std::string_view client_ip;             // the peer address as text (X-Forwarded-For, access log)
-  const ClientIp* client_addr = nullptr;  // the peer address (routing by client_ip)
-  bool tls = false;                       // X-Forwarded-Proto https
-  bool http2 = false;                     // an HTTP/2 stream (else HTTP/1.x)
+  // The connection's address: the TCP peer, or the source its PROXY protocol header named. The
+  // request's client may differ (trusted_proxies): the exchange works it out per request.
+  std::string_view client_ip;  // as text (appended to X-Forwarded-For)
+  const ClientIp* client_addr = nullptr;
+  bool tls = false;    // X-Forwarded-Proto https
+  bool http2 = false;  // an HTTP/2 stream (else HTTP/1.x)
 };
 
 // What the connection learned from the request head besides the head itself.

@@ -13,7 +13,9 @@ namespace sy::proxy {
 std::vector<ListenAddress> listenAddresses(const config::Snapshot& snapshot) {
   std::vector<ListenAddress> out;
   for (const config::SocketAddress& a : snapshot.server.listen) out.push_back({&a, false});
-  for (const config::TlsListener& l : snapshot.tls_listeners) out.push_back({&l.address, true});
+  for (const config::Listener& l : snapshot.listeners) {
+    out.push_back({&l.address, l.tls != nullptr});
+  }
   return out;
 }
 

@@ -24,7 +24,8 @@ struct ListenSocket {
   UniqueFd fd;
 };
 
-// Every address a snapshot listens on: server.listen (plain) and [[listener]] (TLS).
+// Every address a snapshot listens on: server.listen (plain) and [[listener]] (TLS, or plain
+// without listener.tls).
 struct ListenAddress {
   const config::SocketAddress* address;
   bool tls;

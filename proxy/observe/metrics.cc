@@ -89,6 +89,7 @@ std::shared_ptr<const RouteMetricsTable> MetricsRegistry::tableFor(
   for (const config::Route& r : snapshot.routes) table->push_back(&route(r.name));
   table->push_back(&unmatched());  // last: requests that matched no route
   table->worker_counters = worker_counters_.get();
+  table->proxy_protocol_errors = &proxy_protocol_errors_;
   return table;
 }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "config/snapshot.h"
 #include "proxy/http/error.h"
 #include "proxy/http/termination.h"
+#include "proxy/net/proxy_protocol.h"
 #include "proxy/observe/latency_buckets.h"
 
 namespace sy::proxy {
@@ -163,10 +165,34 @@ struct alignas(64) WorkerCounters {
   void recordHttp2Goaway(Http2Abuse reason) { bump(http2_goaways[static_cast<size_t>(reason)]); }
 };
 
+// PROXY protocol headers refused, by listener ("host:port" as configured) and reason
+// (switchyard_proxy_protocol_errors_total{listener,reason}). Bad input only, so rare: one mutex
+// instead of per-worker slots, and listeners need no slot made in advance. Entries are never
+// removed (counters survive reloads).
+//
+// Thread: any.
+class ProxyProtocolErrors {
+ public:
+  using Counts = std::array<uint64_t, kProxyProtocolErrors>;
+  void record(const std::string& listener, ProxyProtocolError why) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++counts_[listener][static_cast<size_t>(why)];
+  }
+  std::map<std::string, Counts> totals() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return counts_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, Counts> counts_;  // guarded by mutex_
+};
+
 // The route metrics of one snapshot, by route index (what a worker looks up per request), and
 // the registry's per-worker counters (`worker_counters[worker index]`; they outlive every table).
 struct RouteMetricsTable : std::vector<RouteMetrics*> {
   WorkerCounters* worker_counters = nullptr;
+  ProxyProtocolErrors* proxy_protocol_errors = nullptr;  // the registry's; outlives every table
 };
 
 class MetricsRegistry {
@@ -184,11 +210,15 @@ class MetricsRegistry {
   WorkerCounters& workerCounters(size_t worker) { return worker_counters_[worker]; }
   // Thread: main. Sum over workers, by Http2Abuse.
   std::array<uint64_t, kHttp2AbuseReasons> http2GoawayTotals() const;
+  // Thread: any.
+  ProxyProtocolErrors& proxyProtocolErrors() { return proxy_protocol_errors_; }
+  const ProxyProtocolErrors& proxyProtocolErrors() const { return proxy_protocol_errors_; }
 
  private:
   RouteMetrics& route(const std::string& name);
   size_t workers_;
   std::unique_ptr<WorkerCounters[]> worker_counters_;
+  ProxyProtocolErrors proxy_protocol_errors_;
   std::map<std::string, std::unique_ptr<RouteMetrics>> routes_;
 };
 

@@ -24,7 +24,7 @@ namespace sy::proxy {
 
 class ProtocolDetector final : public ClientConnection, private Transport::Handler {
  public:
-  class Owner : public ClientConnection::Owner {
+  class Owner : public virtual ClientConnection::Owner {
    public:
     // The protocol is known: the owner takes the transport (takeTransport), links the
     // connection it makes in place of `detector` and frees `detector` later (never inside this

@@ -3,6 +3,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "common/log.h"
 #include "config/tls_context.h"
 
@@ -125,17 +127,34 @@ Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer, const std::st
       snapshot.server.limits.max_connections) {
     return Result::Full;  // refused now; the next ones wait in the backlog for a while
   }
+  for (const config::Listener& l : snapshot.listeners) {
+    if (l.address.text != address || (l.tls != nullptr) != tls || !l.proxy_protocol) continue;
+    // SPEC §13: the PROXY header comes first, before TLS and before the HTTP/2 preface.
+    std::unique_ptr<ProxyProtocolReader> reader =
+        ProxyProtocolReader::create(context_, *this, std::move(fd), peer, address, tls,
+                                    snapshot.server.timeouts.client_header_ms);
+    if (!reader) return Result::Refused;
+    ClientConnection* key = reader.get();
+    connections_.emplace(key, std::move(reader));
+    return Result::Taken;
+  }
+  return startConnection(std::move(fd), peer, address, tls) ? Result::Taken : Result::Refused;
+}
+
+bool Worker::startConnection(UniqueFd fd, const sockaddr* peer, const std::string& address,
+                             bool tls) {
+  const config::Snapshot& snapshot = *exchanges_.snapshot;
   const config::ServerTls* server_tls = nullptr;
   bool http2 = false;  // the connection may speak HTTP/2: find out before choosing
   if (tls) {
     // The certificates of the current snapshot: a reload changes them for new handshakes.
-    for (const config::TlsListener& l : snapshot.tls_listeners) {
-      if (l.address.text == address) {
+    for (const config::Listener& l : snapshot.listeners) {
+      if (l.address.text == address && l.tls != nullptr) {
         server_tls = l.tls.get();
         http2 = l.http2;
       }
     }
-    if (server_tls == nullptr) return Result::Refused;
+    if (server_tls == nullptr) return false;
   } else {
     http2 = snapshot.server.http2_cleartext;
   }
@@ -158,10 +177,34 @@ Acceptor::Result Worker::accept(UniqueFd fd, const sockaddr* peer, const std::st
                                       server_tls != nullptr ? exchanges_.snapshot : nullptr);
     }
   }
-  if (!conn) return Result::Refused;
+  if (!conn) return false;
   ClientConnection* key = conn.get();
   connections_.emplace(key, std::move(conn));
-  return Result::Taken;
+  return true;
+}
+
+void Worker::proxyHeaderRead(ProxyProtocolReader* reader) {
+  auto it = connections_.find(reader);
+  if (it == connections_.end()) return;
+  UniqueFd fd = reader->takeFd();
+  sockaddr_storage source;
+  std::memcpy(&source, reader->source(), sizeof(source));
+  const std::string address = reader->listenerAddress();
+  const bool tls = reader->tls();
+  context_.deferDelete(std::move(it->second));
+  connections_.erase(it);
+  if (context_.draining()) {  // the fd closes
+    maybeFinishDrain();
+    return;
+  }
+  // (A reload that removed a TLS listener since the accept: refused, the fd closes.)
+  startConnection(std::move(fd), reinterpret_cast<const sockaddr*>(&source), address, tls);
+}
+
+void Worker::proxyHeaderRefused(ProxyProtocolReader* reader, ProxyProtocolError why) {
+  if (exchanges_.route_metrics && exchanges_.route_metrics->proxy_protocol_errors) {
+    exchanges_.route_metrics->proxy_protocol_errors->record(reader->listenerAddress(), why);
+  }
 }
 
 void Worker::protocolDetected(ProtocolDetector* detector, bool http2) {

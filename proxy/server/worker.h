@@ -24,6 +24,7 @@
 #include "proxy/observe/access_log.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/server/protocol_detect.h"
+#include "proxy/server/proxy_protocol_reader.h"
 #include "proxy/shadow/mirror.h"
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/pool_set.h"
@@ -46,7 +47,10 @@ struct Publication {
   std::shared_ptr<const HealthTable> health;
 };
 
-class Worker final : private Acceptor, private ProtocolDetector::Owner, private AccessLogSink {
+class Worker final : private Acceptor,
+                     private ProtocolDetector::Owner,
+                     private ProxyProtocolReader::Owner,
+                     private AccessLogSink {
  public:
   // Thread: main. `first` is the generation to start with.
   Worker(size_t index, SharedState& shared, Publication first);
@@ -84,6 +88,12 @@ class Worker final : private Acceptor, private ProtocolDetector::Owner, private 
   void connectionClosed(ClientConnection* conn) override;
   // ProtocolDetector::Owner: the HTTP/1 or HTTP/2 connection takes the detector's place.
   void protocolDetected(ProtocolDetector* detector, bool http2) override;
+  // ProxyProtocolReader::Owner: the connection starts from the header's source address.
+  void proxyHeaderRead(ProxyProtocolReader* reader) override;
+  void proxyHeaderRefused(ProxyProtocolReader* reader, ProxyProtocolError why) override;
+  // What accept() does once the connection's address is known: the HTTP/1 connection, or the
+  // protocol detector (TLS with h2, or http2_cleartext). False: refused (fd closed).
+  bool startConnection(UniqueFd fd, const sockaddr* peer, const std::string& address, bool tls);
   // AccessLogSink: lines are batched; a lone line is written within 100 ms.
   bool enabled() const override { return shared_.access_log.enabled(); }
   void log(const AccessLogEntry& entry) override;

@@ -252,7 +252,8 @@ TEST_CASE("defaults apply to every absent key") {
   CHECK(s.server.http2.initial_window_bytes == 65535);
   CHECK(s.server.http2.max_header_list_bytes == 65536);
   CHECK_FALSE(s.server.http2_cleartext);
-  CHECK(s.tls_listeners.empty());
+  CHECK(s.server.trusted_proxies.empty());
+  CHECK(s.listeners.empty());
 
   const Pool& pool = s.pools.at("b");
   CHECK(pool.name == "b");
@@ -396,8 +397,8 @@ variant = "green"
   CHECK(s.server.http2.max_header_list_bytes == 1024);
   CHECK(s.server.http2_cleartext);
 
-  REQUIRE(s.tls_listeners.size() == 1);
-  const TlsListener& listener = s.tls_listeners[0];
+  REQUIRE(s.listeners.size() == 1);
+  const Listener& listener = s.listeners[0];
   CHECK(listener.address.text == "127.0.0.1:8443");
   CHECK_FALSE(listener.http2);
   CHECK(listener.default_cert.names.empty());
@@ -789,7 +790,7 @@ tls = { cert = "tests/unit/config/testdata/test-cert.pem", key = "tests/unit/con
       loadSnapshotFromString(text, kSourceRoot + "/virtual.toml", fakeResolve);
   INFO(formatErrors(result.errors));
   REQUIRE(result.ok());
-  CHECK(result.snapshot->tls_listeners.at(0).default_cert.cert_file == kReadableFile);
+  CHECK(result.snapshot->listeners.at(0).default_cert.cert_file == kReadableFile);
 }
 
 TEST_CASE("SNI certificates need names") {
@@ -804,19 +805,98 @@ key = "@READABLE@"
                  "t.toml:10:9: listener[0].sni[0].names", "at least one name");
 }
 
-TEST_CASE("a listener needs a parsable address and tls") {
+TEST_CASE("a listener needs a parsable address") {
   CHECK_REJECTED(std::string(kRoute) + R"([[listener]]
 address = "127.0.0.1:http"
 tls = { cert = "@READABLE@", key = "@READABLE@" }
 )",
                  "t.toml:7:11: listener[0].address", "port must be 1..65535");
-  CHECK_REJECTED(std::string(kRoute) + "[[listener]]\naddress = \"127.0.0.1:8443\"\n",
-                 "t.toml:6:1: listener[0].tls", "is required");
+  CHECK_REJECTED(std::string(kRoute) + "[[listener]]\nproxy_protocol = true\n",
+                 "t.toml:6:1: listener[0].address", "is required");
   CHECK_REJECTED(std::string(kRoute) + R"([[listener]]
 address = "127.0.0.1:8443"
 tls = { cert = "@READABLE@" }
 )",
                  "t.toml:8:7: listener[0].tls.key", "is required");
+}
+
+// ---- The client's address (SPEC §13): trusted_proxies, proxy_protocol
+// ----------------------------
+
+TEST_CASE("trusted_proxies and a plain [[listener]] with proxy_protocol") {
+  REQUIRE_LOADS(result, R"([server]
+listen = ["127.0.0.1:8080"]
+trusted_proxies = ["10.0.0.0/8", "::1", "192.168.1.7"]
+[[listener]]
+address = "127.0.0.1:8081"
+proxy_protocol = true
+)" + std::string(kRoute));
+  const Snapshot& s = *result.snapshot;
+  REQUIRE(s.server.trusted_proxies.size() == 3);
+  CHECK(s.server.trusted_proxies[0].prefix_len == 96 + 8);
+  CHECK(s.server.trusted_proxies[1].prefix_len == 128);
+  CHECK(s.server.trusted_proxies[2].prefix_len == 128);
+  REQUIRE(s.listeners.size() == 1);
+  CHECK(s.listeners[0].address.text == "127.0.0.1:8081");
+  CHECK(s.listeners[0].proxy_protocol);
+  CHECK(s.listeners[0].tls == nullptr);  // plain HTTP
+}
+
+TEST_CASE("trusted_proxies: a bad CIDR or a wrong type is rejected with its position") {
+  CHECK_REJECTED("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n" + std::string(kRoute),
+                 "t.toml:2:20: server.trusted_proxies[0]",
+                 "invalid CIDR \"10.0.0.0/33\": prefix length must be 0..32");
+  CHECK_REJECTED(
+      "[server]\ntrusted_proxies = [\"10.0.0.1\", \"proxy.example\"]\n" + std::string(kRoute),
+      "t.toml:2:32: server.trusted_proxies[1]", "not an IPv4 or IPv6 address");
+  CHECK_REJECTED("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n" + std::string(kRoute),
+                 "t.toml:2:19: server.trusted_proxies", "expected an array");
+  CHECK_REJECTED("[server]\ntrusted_proxies = [8]\n" + std::string(kRoute),
+                 "t.toml:2:20: server.trusted_proxies[0]", "expected a string");
+  CHECK_REJECTED(std::string(kRoute) + "[[listener]]\naddress = \"127.0.0.1:8081\"\n" +
+                     "proxy_protocol = \"yes\"\n",
+                 "t.toml:8:18: listener[0].proxy_protocol", "expected true or false");
+}
+
+TEST_CASE("a plain [[listener]] cannot have SNI certificates") {
+  CHECK_REJECTED(std::string(kRoute) + R"([[listener]]
+address = "127.0.0.1:8443"
+[[listener.sni]]
+names = ["a.example"]
+cert = "@READABLE@"
+key = "@READABLE@"
+)",
+                 "t.toml:8:1: listener[0].sni[0]", "needs listener.tls");
+}
+
+TEST_CASE("the default server.listen gives way to a [[listener]] on its port") {
+  SUBCASE("SPEC §13's example: 0.0.0.0:8080 with proxy_protocol") {
+    REQUIRE_LOADS(result, std::string(kRoute) + R"([[listener]]
+address = "0.0.0.0:8080"
+proxy_protocol = true
+)");
+    CHECK(result.snapshot->server.listen.empty());
+    REQUIRE(result.snapshot->listeners.size() == 1);
+  }
+  SUBCASE("a [[listener]] on another port leaves the default") {
+    REQUIRE_LOADS(result, std::string(kRoute) + "[[listener]]\naddress = \"127.0.0.1:8081\"\n");
+    REQUIRE(result.snapshot->server.listen.size() == 1);
+    CHECK(result.snapshot->server.listen[0].text == "127.0.0.1:8080");
+  }
+}
+
+TEST_CASE("an explicit listen address on a [[listener]]'s port is an error") {
+  CHECK_REJECTED("[server]\nlisten = [\"127.0.0.1:8080\"]\n" + std::string(kRoute) +
+                     "[[listener]]\naddress = \"0.0.0.0:8080\"\n",
+                 "t.toml:9:11: listener[0].address",
+                 "listens on the same port as \"127.0.0.1:8080\" (line 2)");
+  CHECK_REJECTED(std::string(kRoute) + "[[listener]]\naddress = \"[::1]:8443\"\n" +
+                     "[[listener]]\naddress = \"[0:0::1]:8443\"\n",
+                 "t.toml:9:11: listener[1].address", "same port");
+  // server.listen among itself is not checked (a dual-stack pair), nor different hosts.
+  REQUIRE_LOADS(a, "[server]\nlisten = [\"0.0.0.0:8080\", \"[::]:8080\"]\n" + std::string(kRoute));
+  REQUIRE_LOADS(b, "[server]\nlisten = [\"127.0.0.1:8080\"]\n" + std::string(kRoute) +
+                       "[[listener]]\naddress = \"127.0.0.2:8080\"\n");
 }
 
 // ---- Rejections: pools --------------------------------------------------------------------------
