@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "proxy/routing/client_address.h"
 #include "proxy/routing/router.h"
 #include "tools/ctl/format.h"
 
@@ -261,6 +262,15 @@ std::variant<ExplainResult, CtlError> explain(const config::Snapshot& snapshot,
   r.client_ip = r.client_ip_default ? "127.0.0.1" : options.client_ip;
   proxy::ClientIp client;
   if (auto err = parseClientIp(r.client_ip, client)) return *err;
+  // SPEC §13: --client-ip is the connection's address; behind a trusted balancer the proxy
+  // takes the client from X-Forwarded-For, and so does explain.
+  const proxy::ClientIp peer = client;
+  client = proxy::requestClient(peer, r.headers, snapshot.server.trusted_proxies);
+  if (client.bytes != peer.bytes) {
+    r.notes.push_back("the client is " + proxy::clientIpText(client) +
+                      " from X-Forwarded-For: " + r.client_ip + " is in server.trusted_proxies");
+    r.client_ip = proxy::clientIpText(client);
+  }
 
   r.decision = proxy::decide(route, r.headers, client, kRandomA, kRandomB);
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/loader.h"
+#include "config/validate.h"
 #include "proxy/routing/splitter.h"
 #include "tools/ctl/cli.h"
 #include "tools/ctl/explain.h"
@@ -391,6 +392,22 @@ TEST_CASE("explain: fallbacks") {
   CHECK(r.decision.reason == Reason::Key);
   CHECK(r.decision.key == "0123abcd");
   CHECK(contains(formatExplain(r), "from cookie sy_id (the assign_cookie id"));
+}
+
+TEST_CASE("explain: behind trusted_proxies the client comes from X-Forwarded-For (SPEC §13)") {
+  Loaded l;
+  std::string why;
+  l.snapshot->server.trusted_proxies = {*config::parseCidr("192.0.2.0/24", &why)};
+  ExplainOptions o = onRoute("ipfb");
+  o.client_ip = "192.0.2.7";
+  o.headers = {"X-Forwarded-For: 198.51.100.1, 192.0.2.9"};
+  ExplainResult r = explainOk(l, o);
+  CHECK(r.decision.reason == Reason::FallbackClientIp);
+  CHECK(r.decision.key == "198.51.100.1");
+  CHECK(contains(formatExplain(r), "the client is 198.51.100.1 from X-Forwarded-For"));
+  // From a peer not in the list, X-Forwarded-For is not believed.
+  o.client_ip = "203.0.113.1";
+  CHECK(explainOk(l, o).decision.key == "203.0.113.1");
 }
 
 TEST_CASE("explain: the route by host and path, as the router picks it") {
