@@ -28,6 +28,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -225,6 +226,19 @@ def _():
             rid = new_rid()
             c.send(request(rid))
             served("keep-alive", c.read_response(), rid, "canary", "203.0.113.99", "203.0.113.99")
+
+
+@cases.case("PROXY headers trickled a few bytes per send are put together (v1 and v2)")
+def _():
+    for header, src in ((v1("203.0.113.21"), "203.0.113.21"),
+                        (v2("2001:db8:7::21"), "2001:db8:7::21")):
+        rid = new_rid()
+        with connect(S.pp_port) as c:
+            for i in range(0, len(header), 3):
+                c.send(header[i:i + 3])
+                time.sleep(0.01)  # the scenario: separate segments, separate reads
+            c.send(request(rid))
+            served("trickled", c.read_response(), rid, "canary", src, src)
 
 
 @cases.case("PROXY v2 LOCAL and v1 UNKNOWN: the real peer")
