@@ -23,6 +23,7 @@ serving.
 import itertools
 import json
 import os
+import signal
 import socket
 import ssl
 import struct
@@ -33,8 +34,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, Cases, Client, Env, build_request, config_doc, eq,  # noqa: E402
-                     expect, free_port, header_of, metrics, route, wait_until)
+from harness import (HOST, Cases, Client, Env, build_request, config_doc,  # noqa: E402
+                     dump_toml, eq, expect, free_port, header_of, metrics, route, wait_until)
 
 cases = Cases("client_address")
 S = SimpleNamespace()
@@ -385,6 +386,37 @@ def _():
     eq(variants, {"blue", "canary"}, "variants over 24 clients (all on one: the peer was hashed)")
 
 
+# ---- reload ---------------------------------------------------------------------------------
+
+def reload_with(pp):
+    """Rewrites the config with the plain listener's proxy_protocol = pp; SIGHUP; waits for the
+    new generation."""
+    S.doc["listener"][0]["proxy_protocol"] = pp
+    gen = metrics(S.admin_port)[("switchyard_config_generation", frozenset())]
+    S.env.proxy.config_path.write_text(dump_toml(S.doc) + "\n")
+    S.env.proxy.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: metrics(S.admin_port)[("switchyard_config_generation", frozenset())] > gen,
+               10, "the reload")
+
+
+@cases.case("a reload turns proxy_protocol off and on again for new connections on the same "
+            "socket")
+def _():
+    try:
+        reload_with(False)
+        rid = new_rid()
+        with connect(S.pp_port) as c:  # plain HTTP now: no header expected
+            c.send(request(rid))
+            served("proxy_protocol off", c.read_response(), rid, "blue", "127.0.0.1", "127.0.0.1")
+    finally:
+        reload_with(True)
+    rid = new_rid()
+    with connect(S.pp_port) as c:
+        c.send(v1("203.0.113.7") + request(rid))
+        served("proxy_protocol on again", c.read_response(), rid, "canary", "203.0.113.7",
+               "203.0.113.7")
+
+
 def main():
     with Env(cases) as env:
         S.blue = env.upstream("blue")
@@ -419,6 +451,8 @@ def main():
         doc["listener"] = [{"address": S.pp_addr, "proxy_protocol": True},
                            {"address": "127.0.0.1:%d" % S.pp_tls_port, "proxy_protocol": True,
                             "tls": tls}]
+        S.doc = doc
+        S.env = env
         env.start_proxy(doc)
         cases.run()
     cases.exit()
