@@ -138,9 +138,16 @@ void Exchange::decodeHead(RequestHead& head, const RequestFraming& framing) {
   }
   route_metrics_ = &ctx_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
   static const ClientIp kNoAddress;
+  const ClientIp& client = connection_.client_addr ? *connection_.client_addr : kNoAddress;
+  // Segment conditions are worked out only if an override or the rollout asks (SPEC §13).
+  SegmentMatcher segments(snapshot_->segments, snapshot_->geoip.get(), head.headers, client);
   decision_ =
-      decide(*route_, head.headers, connection_.client_addr ? *connection_.client_addr : kNoAddress,
-             ctx_.worker.random(), ctx_.worker.random());
+      decide(*route_, head.headers, client, ctx_.worker.random(), ctx_.worker.random(), &segments);
+  // The access log's country, from the lookup the segments may already have made.
+  if (snapshot_->geoip && connection_.client_addr && ctx_.access_log.enabled()) {
+    country_ = segments.country();
+    country_known_ = true;
+  }
   variant_ = decision_.variant;
   if (decision_.set_cookie) set_cookie_ = route_->assign_cookie + "=" + decision_.key;
   if (!variantUsable(variant_)) {
@@ -585,6 +592,13 @@ void Exchange::recordOutcome(int status, Termination termination) {
                      : request_id_;
   e.shadow = mirrored_;
   e.termination = termination;
+  // Answered before routing (400, 404, ...): looked up now, once.
+  const config::Snapshot& snapshot = snapshot_ ? *snapshot_ : *ctx_.snapshot;
+  if (!country_known_ && snapshot.geoip && connection_.client_addr) {
+    country_ = snapshot.geoip->country(connection_.client_addr->bytes);
+  }
+  char country[2];
+  e.country = config::countryText(country_, country);
   ctx_.access_log.log(e);
 }
 
