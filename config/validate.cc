@@ -376,7 +376,9 @@ class Validator {
       error(override_.origin, "only one of header, cookie, client_ip or segment is allowed");
     }
     if (override_.segment.present) {
-      if (override_.regex.present) error(override_.regex.origin, "is not allowed with segment");
+      if (override_.regex.present && !override_.header.present && !override_.cookie.present) {
+        error(override_.regex.origin, "is not allowed with segment");
+      }
       checkSegmentName(override_.segment);
     }
     checkToken(override_.header, "header name");
