@@ -388,7 +388,7 @@ std::string formatExplain(const ExplainResult& r) {
       for (uint32_t index : rollout.stages[i].segments) {
         if (index >= r.snapshot->segments.size() || !((r.segments >> index) & 1)) continue;
         std::string text = strFormat(
-            "rollout %s: the request is in segment %s, which gets %s from stage %zu (%s) on, "
+            "%s: the request is in segment %s, which gets %s from stage %zu (%s) on, "
             "whatever the share, unless the rollout is rolled back or aborted",
             rollout.id.c_str(), r.snapshot->segments[index].name.c_str(),
             config::variantName(rollout.variant), i + 1,

@@ -208,7 +208,11 @@ TEST_CASE("config/examples/reference.toml loads and sets every section") {
   CHECK(RE2::PartialMatch("/api/x", *shop.path));
   CHECK(shop.assign_cookie == "sy_id");
   CHECK(shop.failover == Variant::Blue);
-  CHECK(shop.overrides.size() == 3);
+  CHECK(shop.overrides.size() == 4);
+  CHECK(shop.overrides[3].kind == Override::Kind::Segment);
+  REQUIRE(s.segments.size() == 1);
+  CHECK(s.segments[0].name == "staff");
+  CHECK(s.segments[0].networks.size() == 2);
   CHECK(shop.overrides[2].kind == Override::Kind::ClientIp);
   CHECK(shop.overrides[2].networks.size() == 2);
   CHECK(s.server.state_dir == "/var/lib/switchyard");
@@ -219,6 +223,7 @@ TEST_CASE("config/examples/reference.toml loads and sets every section") {
   CHECK_FALSE(shop.rollout->start_unix_ms);
   REQUIRE(shop.rollout->stages.size() == 4);
   CHECK(shop.rollout->stages[0].hold_ms == 600000);
+  CHECK(shop.rollout->stages[0].segments == std::vector<uint32_t>{0});
   CHECK(shop.rollout->stages[2].manual_gate);
   CHECK(shop.rollout->stages[3].percent == 100);
   CHECK(shop.rollout->analysis.interval_ms == 30000);
