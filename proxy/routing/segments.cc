@@ -58,18 +58,19 @@ bool SegmentMatcher::compute(const config::Segment& segment) {
     return false;
   }
   if (segment.keys && !(key_ && segment.keys->contains(*key_))) return false;
-  if (segment.source != config::Segment::Source::None) {
-    const std::optional<std::string_view> value = segment.source == config::Segment::Source::Header
-                                                      ? findHeader(headers_, segment.source_name)
-                                                      : findCookie(headers_, segment.source_name);
-    if (!value || (segment.regex && !RE2::FullMatch(*value, *segment.regex))) return false;
-  }
+  // One lookup per request at most (~20 ns), then a compare: before the header scan and regex.
   if (!segment.countries.empty()) {
     const config::CountryCode code = country();
     if (code == 0 || std::find(segment.countries.begin(), segment.countries.end(), code) ==
                          segment.countries.end()) {
       return false;
     }
+  }
+  if (segment.source != config::Segment::Source::None) {
+    const std::optional<std::string_view> value = segment.source == config::Segment::Source::Header
+                                                      ? findHeader(headers_, segment.source_name)
+                                                      : findCookie(headers_, segment.source_name);
+    if (!value || (segment.regex && !RE2::FullMatch(*value, *segment.regex))) return false;
   }
   return true;
 }

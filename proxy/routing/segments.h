@@ -5,7 +5,7 @@
 // at most once, only when a `country` condition or the access log needs it. Nothing allocates.
 //
 // Conditions of a segment are ANDed, cheapest first: client_ip networks, the split key in
-// keys_file, the header/cookie regex, the country.
+// keys_file, the country (looked up once per request), the header/cookie regex.
 //
 // Thread: worker-local (one per request; the segments and the database are shared read-only).
 
