@@ -5,12 +5,16 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cstdio>
 #include <memory>
 #include <string>
 
 #include <benchmark/benchmark.h>
 
+#include "config/geoip.h"
+#include "config/key_set.h"
 #include "proxy/routing/router.h"
+#include "proxy/routing/segments.h"
 #include "proxy/routing/splitter.h"
 
 namespace sy::proxy {
@@ -180,6 +184,127 @@ void BM_FindCookie(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_FindCookie);
+
+// ---- Segments (SPEC §13) ------------------------------------------------------------------------
+
+// Five segments, each named by an override of the route, none of which the request is in, so
+// every condition is evaluated: a keys_file of 1,000,000 keys (the request's key is looked up),
+// a country list (one GeoIP lookup in the test database, tests/unit/config/testdata), a header
+// regex, client networks and a cookie regex. Built once: the keys take ~0.5 s.
+struct SegmentFixture {
+  config::Snapshot snapshot;
+  config::Route route;
+  RequestHead request = makeRequest();
+  ClientIp ip = clientIp();
+};
+
+const SegmentFixture& segmentFixture() {
+  static const SegmentFixture* fixture = [] {
+    auto* f = new SegmentFixture;
+    // Values for the two regex conditions to run on (and miss).
+    f->request.headers.push_back({"X-Plan", "free"});
+    f->request.headers.push_back({"Cookie", "role=customer"});
+    std::string keys;
+    keys.reserve(13 * 1000000);
+    char line[32];
+    for (int i = 0; i < 1000000; ++i) {
+      keys.append(line, static_cast<size_t>(std::snprintf(line, sizeof line, "user-%07d\n", i)));
+    }
+    config::Segment beta;
+    beta.name = "beta";
+    beta.keys = config::KeySet::parse(keys, 0x5eed);
+    config::Segment oceania;
+    oceania.name = "oceania";
+    oceania.countries = {config::countryCode('N', 'Z'), config::countryCode('A', 'U')};
+    config::Segment pro;
+    pro.name = "pro";
+    pro.source = config::Segment::Source::Header;
+    pro.source_name = "X-Plan";
+    pro.regex = std::make_shared<RE2>("^(pro|enterprise)$");
+    config::Segment office;
+    office.name = "office";
+    office.networks = {cidr("10.0.0.0", 8), cidr("172.16.0.0", 12), cidr("192.168.0.0", 16)};
+    config::Segment staff;
+    staff.name = "staff";
+    staff.source = config::Segment::Source::Cookie;
+    staff.source_name = "role";
+    staff.regex = std::make_shared<RE2>("staff|admin");
+    f->snapshot.segments = {beta, oceania, pro, office, staff};
+    std::string error;
+    f->snapshot.geoip = config::GeoIpDatabase::open(
+        std::string(SY_SOURCE_ROOT) + "/tests/unit/config/testdata/countries.mmdb", &error);
+    f->route.name = "shop";
+    f->route.salt = "shop";
+    f->route.keys = {{config::KeySource::Kind::Header, "X-User-Id"},
+                     {config::KeySource::Kind::Cookie, "session"}};
+    f->route.weights = {95, 0, 5};
+    for (uint32_t i = 0; i < 5; ++i) {
+      config::Override o;
+      o.kind = config::Override::Kind::Segment;
+      o.segment = i;
+      o.variant = Variant::Canary;
+      f->route.overrides.push_back(o);
+    }
+    return f;
+  }();
+  return *fixture;
+}
+
+void BM_DecideSegments(benchmark::State& state) {
+  const SegmentFixture& f = segmentFixture();
+  uint64_t random = 1;
+  for (auto _ : state) {
+    SegmentMatcher segments(f.snapshot.segments, f.snapshot.geoip.get(), f.request.headers, f.ip);
+    SplitDecision d = decide(f.route, f.request.headers, f.ip, random, random + 1, &segments);
+    ++random;
+    benchmark::DoNotOptimize(d);
+  }
+  // Every segment must have been evaluated (and missed), with the database and the keys there.
+  SegmentMatcher segments(f.snapshot.segments, f.snapshot.geoip.get(), f.request.headers, f.ip);
+  const SplitDecision d = decide(f.route, f.request.headers, f.ip, 0, 0, &segments);
+  if (!f.snapshot.geoip || f.snapshot.segments[0].keys->size() != 1000000 ||
+      d.reason != SplitDecision::Reason::Key || segments.all() != 0 ||
+      !f.snapshot.segments[0].keys->contains("user-0999999")) {
+    state.SkipWithError("segment benchmark setup is not as intended");
+  }
+}
+BENCHMARK(BM_DecideSegments);
+
+// The same request and route without its five segment overrides: what the segments add.
+void BM_DecideSegmentsBaseline(benchmark::State& state) {
+  const SegmentFixture& f = segmentFixture();
+  config::Route plain = f.route;
+  plain.overrides.clear();
+  uint64_t random = 1;
+  for (auto _ : state) {
+    SegmentMatcher segments(f.snapshot.segments, f.snapshot.geoip.get(), f.request.headers, f.ip);
+    SplitDecision d = decide(plain, f.request.headers, f.ip, random, random + 1, &segments);
+    ++random;
+    benchmark::DoNotOptimize(d);
+  }
+}
+BENCHMARK(BM_DecideSegmentsBaseline);
+
+void BM_KeySetContains(benchmark::State& state) {
+  const SegmentFixture& f = segmentFixture();
+  const config::KeySet& keys = *f.snapshot.segments[0].keys;
+  char key[32];
+  uint64_t i = 0;
+  for (auto _ : state) {
+    // Keys spread over the whole set, half of them absent, as real traffic would hit it.
+    const int n =
+        std::snprintf(key, sizeof key, "user-%07u", static_cast<unsigned>((i * 7919) % 2000000));
+    benchmark::DoNotOptimize(keys.contains(std::string_view(key, static_cast<size_t>(n))));
+    ++i;
+  }
+}
+BENCHMARK(BM_KeySetContains);
+
+void BM_GeoIpCountry(benchmark::State& state) {
+  const SegmentFixture& f = segmentFixture();
+  for (auto _ : state) benchmark::DoNotOptimize(f.snapshot.geoip->country(f.ip.bytes));
+}
+BENCHMARK(BM_GeoIpCountry);
 
 }  // namespace
 }  // namespace sy::proxy

@@ -427,6 +427,7 @@ void readServer(TableReader& r, RawServer& server) {
   });
   r.read("http2_cleartext", server.http2_cleartext);
   r.read("trusted_proxies", server.trusted_proxies);
+  r.read("geoip_database", server.geoip_database);
 }
 
 void readCertificate(TableReader& r, RawCertificate& cert, bool with_names) {
@@ -477,7 +478,21 @@ RawOverride readOverride(TableReader& r) {
   r.read("client_ip", override_.client_ip);
   r.read("regex", override_.regex);
   r.read("variant", override_.variant);
+  r.read("segment", override_.segment);
   return override_;
+}
+
+RawSegment readSegment(TableReader& r, std::string_view name) {
+  RawSegment segment;
+  segment.origin = r.origin();
+  segment.name = name;
+  r.read("keys_file", segment.keys_file);
+  r.read("header", segment.header);
+  r.read("cookie", segment.cookie);
+  r.read("regex", segment.regex);
+  r.read("country", segment.country);
+  r.read("client_ip", segment.client_ip);
+  return segment;
 }
 
 // [routes.rollout] (SPEC §11).
@@ -496,6 +511,7 @@ void readRollout(TableReader& r, RawRollout& rollout) {
     t.read("percent", stage.percent);
     t.read("hold", stage.hold);
     t.read("gate", stage.gate);
+    t.read("segments", stage.segments);
     t.rejectUnknownKeys();
   }
   r.read("notify_url", rollout.notify_url);
@@ -562,6 +578,14 @@ RawConfig readConfig(Context& ctx, const toml::table& root) {
         [&](TableReader& t, std::string_view name) { raw.pools.push_back(readPool(t, name)); });
   }
   readTables(r, "routes", [&](TableReader& t) { raw.routes.push_back(readRoute(t)); });
+  Field<bool> segments;  // the segments are named by their keys
+  if (const toml::table* table = r.table("segments", segments)) {
+    raw.segments_origin = segments.origin;
+    TableReader reader(ctx, *table, segments.origin);
+    reader.forEachTable([&](TableReader& t, std::string_view name) {
+      raw.segments.push_back(readSegment(t, name));
+    });
+  }
   r.rejectUnknownKeys();
   return raw;
 }

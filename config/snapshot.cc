@@ -48,6 +48,12 @@ class Compiler {
     for (const RawListener& listener : raw_.listeners) {
       compileListener(listener, snapshot->listeners);
     }
+    compileGeoIp(*snapshot);
+    // Segments before routes: overrides and rollout stages refer to them by index.
+    for (const RawSegment& segment : raw_.segments) {
+      segment_index_.emplace(segment.name, static_cast<uint32_t>(snapshot->segments.size()));
+      compileSegment(segment, snapshot->segments.emplace_back());
+    }
     // Pools first: routes point into this map, whose nodes never move.
     for (const RawPool& pool : raw_.pools) compilePool(pool, snapshot->pools[pool.name]);
     for (const RawRoute& route : raw_.routes) {
@@ -85,6 +91,54 @@ class Compiler {
       if (address && address->port == port) return true;
     }
     return false;
+  }
+
+  // server.geoip_database: opened at every (re)load, so a replaced file takes effect with it.
+  void compileGeoIp(Snapshot& out) {
+    const Field<std::string>& field = raw_.server.value.geoip_database;
+    if (!field.ok || field.value.empty()) return;
+    out.server.geoip_database = resolveFilePath(raw_.file, field.value);
+    if (!errors_.empty()) return;  // already invalid: skip the work
+    std::string why;
+    out.geoip = GeoIpDatabase::open(out.server.geoip_database, &why);
+    if (!out.geoip) errors_.push_back(errorAt(raw_.file, field.origin, why));
+  }
+
+  void compileSegment(const RawSegment& segment, Segment& out) {
+    out.name = segment.name;
+    if (segment.keys_file.ok && !segment.keys_file.value.empty()) {
+      out.keys_file = resolveFilePath(raw_.file, segment.keys_file.value);
+      // Re-read at every (re)load; skipped when the config is already invalid (it can be big).
+      if (errors_.empty()) {
+        std::string why;
+        out.keys = KeySet::load(out.keys_file, &why);
+        if (!out.keys) errors_.push_back(errorAt(raw_.file, segment.keys_file.origin, why));
+      }
+    }
+    if (segment.header.present || segment.cookie.present) {
+      const bool cookie = segment.cookie.present;
+      out.source = cookie ? Segment::Source::Cookie : Segment::Source::Header;
+      assign(out.source_name, cookie ? segment.cookie : segment.header);
+      if (segment.regex.ok) out.regex = std::make_shared<RE2>(segment.regex.value, regexOptions());
+    }
+    std::string ignored;
+    for (const Field<std::string>& code : segment.country.value) {
+      if (auto parsed = code.ok ? parseCountryCode(code.value, &ignored) : std::nullopt) {
+        out.countries.push_back(*parsed);
+      }
+    }
+    for (const Field<std::string>& network : segment.client_ip.value) {
+      if (auto cidr = network.ok ? parseCidr(network.value, &ignored) : std::nullopt) {
+        out.networks.push_back(*cidr);
+      }
+    }
+  }
+
+  // The index of a segment named by an override or a stage (validate() reported unknown ones).
+  std::optional<uint32_t> segmentIndex(const Field<std::string>& field) const {
+    const auto it = field.ok ? segment_index_.find(field.value) : segment_index_.end();
+    if (it == segment_index_.end()) return std::nullopt;
+    return it->second;
   }
 
   void compileServer(ServerSettings& out) {
@@ -241,9 +295,12 @@ class Compiler {
     }
   }
 
-  static Override compileOverride(const RawOverride& override_) {
+  Override compileOverride(const RawOverride& override_) const {
     Override out;
-    if (override_.client_ip.present) {
+    if (override_.segment.present) {
+      out.kind = Override::Kind::Segment;
+      out.segment = segmentIndex(override_.segment).value_or(0);
+    } else if (override_.client_ip.present) {
       out.kind = Override::Kind::ClientIp;
       std::string ignored;
       for (const Field<std::string>& network : override_.client_ip.value) {
@@ -281,7 +338,7 @@ class Compiler {
     assign(out.critical_error_ratio, analysis.critical_error_ratio);
   }
 
-  static void compileRollout(const RawRollout& rollout, Rollout& out) {
+  void compileRollout(const RawRollout& rollout, Rollout& out) const {
     assign(out.id, rollout.id);
     out.variant = variantOf(rollout.variant).value_or(Variant::Canary);
     out.baseline = variantOf(rollout.baseline).value_or(Variant::Blue);
@@ -294,6 +351,9 @@ class Compiler {
       assign(compiled.percent, stage.percent);
       if (stage.hold.ok) compiled.hold_ms = stage.hold.value.ms;
       compiled.manual_gate = stage.gate.ok && stage.gate.value == "manual";
+      for (const Field<std::string>& name : stage.segments.value) {
+        if (auto index = segmentIndex(name)) compiled.segments.push_back(*index);
+      }
     }
     assign(out.notify_url, rollout.notify_url);
     compileRolloutAnalysis(rollout.analysis.value, out.analysis);
@@ -339,6 +399,7 @@ class Compiler {
   const RawConfig& raw_;
   const Resolver& resolver_;
   std::vector<ConfigError>& errors_;
+  std::map<std::string, uint32_t> segment_index_;
 };
 
 std::optional<std::string> resolveWithGetaddrinfo(const HostPort& address,
@@ -396,6 +457,8 @@ std::shared_ptr<Snapshot> cloneSnapshot(const Snapshot& snapshot) {
   copy->listeners = snapshot.listeners;
   copy->pools = snapshot.pools;
   copy->routes = snapshot.routes;
+  copy->segments = snapshot.segments;
+  copy->geoip = snapshot.geoip;
   for (Route& route : copy->routes) {
     for (const Pool*& pool : route.pools) {
       if (pool != nullptr) pool = &copy->pools.at(pool->name);

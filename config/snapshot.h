@@ -19,6 +19,9 @@
 #include <openssl/ssl.h>
 #include <re2/re2.h>
 
+#include "config/geoip.h"
+#include "config/key_set.h"
+
 namespace sy::config {
 
 // The variants of a route. The first three are the weighted ones; shadow only receives
@@ -83,6 +86,7 @@ struct ServerSettings {
   // SPEC §13: from a connection whose address is in one of these, the client is taken from
   // X-Forwarded-For (proxy/routing/client_address.h).
   std::vector<Cidr> trusted_proxies;
+  std::string geoip_database;  // resolved path; "" = no location (SPEC §13)
 };
 
 struct TlsCertificate {
@@ -137,12 +141,28 @@ struct Fallback {
   Variant variant = Variant::Blue;  // with Kind::Variant
 };
 
+// [segments.NAME] (SPEC §13): a named set of requests; every condition given must hold.
+struct Segment {
+  enum class Source : uint8_t { None, Header, Cookie };
+  std::string name;
+  std::string keys_file;               // resolved path; "" = no keys condition
+  std::shared_ptr<const KeySet> keys;  // the route's split key is in the file
+  Source source = Source::None;        // with regex: a header or cookie whose value full-matches
+  std::string source_name;
+  std::shared_ptr<RE2> regex;
+  std::vector<CountryCode> countries;  // the client's country (geoip_database) is one of these
+  std::vector<Cidr> networks;          // the client address is in one of these
+};
+// Segment membership of a request is kept in a 64-bit set (proxy/routing/segments.h).
+inline constexpr size_t kMaxSegments = 64;
+
 struct Override {
-  enum class Kind : uint8_t { Header, Cookie, ClientIp };
+  enum class Kind : uint8_t { Header, Cookie, ClientIp, Segment };
   Kind kind;
   std::string name;            // header or cookie name (Header/Cookie)
   std::shared_ptr<RE2> regex;  // full match against the value (Header/Cookie)
   std::vector<Cidr> networks;  // ClientIp
+  uint32_t segment = 0;        // Segment: index in Snapshot::segments
   Variant variant;
 };
 
@@ -159,6 +179,9 @@ struct RolloutStage {
   double percent = 0.0;      // (0, 100]
   uint64_t hold_ms = 0;      // how long the stage runs before it may advance
   bool manual_gate = false;  // after its hold, waits for `promote`
+  // Segments (indexes in Snapshot::segments) that get the rolled-out variant from this stage
+  // on, whatever the percent (SPEC §13).
+  std::vector<uint32_t> segments;
 };
 
 // The tolerances a rollout's variant is judged by (SPEC §11 [routes.rollout.analysis]).
@@ -214,6 +237,10 @@ struct Route {
   // the snapshot as loaded keeps the configured value, derived snapshots (cloneSnapshot) the
   // share's.
   std::optional<Rollout> rollout;
+  // The segments (bit i = Snapshot::segments[i]) whose requests the rollout sends to its
+  // variant now: those of its stages up to the current one while its share is above 0. Set
+  // with the share in derived snapshots (RolloutManager::applyShares); 0 as loaded.
+  uint64_t rollout_segments = 0;
 };
 
 struct Snapshot {
@@ -224,6 +251,8 @@ struct Snapshot {
   // Pools by name. std::map so Route::pools pointers stay valid (nodes never move).
   std::map<std::string, Pool> pools;
   std::vector<Route> routes;
+  std::vector<Segment> segments;               // by name (TOML key order)
+  std::shared_ptr<const GeoIpDatabase> geoip;  // server.geoip_database; null = none
 
   Snapshot() = default;
   Snapshot(const Snapshot&) = delete;

@@ -87,6 +87,7 @@ class Validator {
       pool_names_.insert(pool.name);
       checkPool(pool);
     }
+    checkSegments();
     std::map<std::string, const Origin*> route_names;
     const RawRoute* first_rollout = nullptr;
     for (const RawRoute& route : raw_.routes) {
@@ -176,6 +177,8 @@ class Validator {
       std::string why;
       if (network.ok && !parseCidr(network.value, &why)) error(network.origin, why);
     }
+    // Whether it is a valid MaxMind DB is found when it is opened (snapshot.cc).
+    checkReadableFile(server.geoip_database);
   }
 
   // A [[listener]] on the port of another listen address (server.listen as written, or another
@@ -229,6 +232,77 @@ class Validator {
     const std::string y = canonical(b.host);
     const auto wildcard = [](const std::string& host) { return host == "0.0.0.0" || host == "::"; };
     return x == y || wildcard(x) || wildcard(y);
+  }
+
+  // [segments.NAME] (SPEC §13).
+  void checkSegments() {
+    if (raw_.segments.size() > kMaxSegments) {
+      error(raw_.segments_origin, "at most " + std::to_string(kMaxSegments) +
+                                      " segments are allowed, got " +
+                                      std::to_string(raw_.segments.size()));
+    }
+    for (const RawSegment& segment : raw_.segments) {
+      segment_names_.insert(segment.name);
+      checkSegment(segment);
+    }
+  }
+
+  void checkSegment(const RawSegment& segment) {
+    if (segment.name.empty()) error(segment.origin, "a segment name must not be empty");
+    if (!segment.keys_file.present && !segment.header.present && !segment.cookie.present &&
+        !segment.country.present && !segment.client_ip.present) {
+      error(segment.origin,
+            "a segment needs at least one condition: keys_file, header or cookie (with regex), "
+            "country or client_ip");
+    }
+    if (segment.keys_file.ok && segment.keys_file.value.empty()) {
+      error(segment.keys_file.origin, "must not be empty");
+    }
+    checkReadableFile(segment.keys_file);
+    if (segment.header.present && segment.cookie.present) {
+      error(segment.cookie.origin, "only one of header or cookie is allowed in a segment");
+    }
+    checkToken(segment.header, "header name");
+    checkToken(segment.cookie, "cookie name");
+    if (segment.header.present || segment.cookie.present) {
+      if (!segment.regex.present) error(segment.regex.origin, "is required with header or cookie");
+      checkRegex(segment.regex);
+    } else if (segment.regex.present) {
+      error(segment.regex.origin, "needs header or cookie (the value the pattern is matched with)");
+    }
+    if (segment.country.present) {
+      if (segment.country.ok && segment.country.value.empty()) {
+        error(segment.country.origin, "must list at least one country code");
+      }
+      for (const Field<std::string>& code : segment.country.value) {
+        std::string why;
+        if (code.ok && !parseCountryCode(code.value, &why)) error(code.origin, why);
+      }
+      const Field<std::string>& database = raw_.server.value.geoip_database;
+      if (!database.present || (database.ok && database.value.empty())) {
+        error(segment.country.origin,
+              "needs server.geoip_database (a MaxMind DB the client's country is read from)");
+      }
+    }
+    if (segment.client_ip.present) {
+      if (segment.client_ip.ok && segment.client_ip.value.empty()) {
+        error(segment.client_ip.origin, "must list at least one network");
+      }
+      for (const Field<std::string>& network : segment.client_ip.value) {
+        std::string why;
+        if (network.ok && !parseCidr(network.value, &why)) error(network.origin, why);
+      }
+    }
+  }
+
+  // `field` must name a [segments.NAME].
+  void checkSegmentName(const Field<std::string>& field) {
+    if (field.ok && segment_names_.count(field.value) == 0) {
+      std::string known;
+      for (const std::string& name : segment_names_) known += (known.empty() ? "" : ", ") + name;
+      error(field.origin, "no segment named " + quoted(field.value) + " in [segments] (" +
+                              (known.empty() ? "none is defined" : "defined: " + known) + ")");
+    }
   }
 
   void checkCertificate(const RawCertificate& cert, bool with_names) {
@@ -353,10 +427,16 @@ class Validator {
 
   void checkOverride(const RawRoute& route, const RawOverride& override_) {
     const int sources = int{override_.header.present} + int{override_.cookie.present} +
-                        int{override_.client_ip.present};
-    if (sources == 0) error(override_.origin, "needs one of header, cookie or client_ip");
+                        int{override_.client_ip.present} + int{override_.segment.present};
+    if (sources == 0) error(override_.origin, "needs one of header, cookie, client_ip or segment");
     if (sources > 1) {
-      error(override_.origin, "only one of header, cookie or client_ip is allowed");
+      error(override_.origin, "only one of header, cookie, client_ip or segment is allowed");
+    }
+    if (override_.segment.present) {
+      if (override_.regex.present && !override_.header.present && !override_.cookie.present) {
+        error(override_.regex.origin, "is not allowed with segment");
+      }
+      checkSegmentName(override_.segment);
     }
     checkToken(override_.header, "header name");
     checkToken(override_.cookie, "cookie name");
@@ -479,6 +559,7 @@ class Validator {
       if (stage.gate.ok && stage.gate.value != "manual") {
         error(stage.gate.origin, "must be \"manual\" (leave it out for no gate)");
       }
+      for (const Field<std::string>& name : stage.segments.value) checkSegmentName(name);
     }
   }
 
@@ -601,6 +682,7 @@ class Validator {
   const RawConfig& raw_;
   std::vector<ConfigError>& errors_;
   std::set<std::string> pool_names_;
+  std::set<std::string> segment_names_;
 };
 
 }  // namespace

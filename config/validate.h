@@ -85,6 +85,7 @@ struct RawServer {
   Field<RawHttp2> http2;
   Field<bool> http2_cleartext;
   Field<StringList> trusted_proxies;
+  Field<std::string> geoip_database;
 };
 
 // listener.tls (without names) or one [[listener.sni]].
@@ -141,7 +142,15 @@ struct RawOverride {
   Origin origin;
   Field<std::string> header, cookie;
   Field<StringList> client_ip;
-  Field<std::string> regex, variant;
+  Field<std::string> regex, variant, segment;
+};
+
+// [segments.NAME] (SPEC §13).
+struct RawSegment {
+  Origin origin;
+  std::string name;
+  Field<std::string> keys_file, header, cookie, regex;
+  Field<StringList> country, client_ip;
 };
 
 // One element of [routes.rollout] stages.
@@ -150,6 +159,7 @@ struct RawRolloutStage {
   Field<double> percent;
   Field<RawDuration> hold;
   Field<std::string> gate;
+  Field<StringList> segments;
 };
 
 struct RawErrorRatio {
@@ -198,6 +208,8 @@ struct RawConfig {
   std::vector<RawListener> listeners;
   std::vector<RawPool> pools;  // in key order, as toml++ iterates them
   std::vector<RawRoute> routes;
+  std::vector<RawSegment> segments;  // in key order, as toml++ iterates them
+  Origin segments_origin;            // of the [segments] table
 };
 
 ConfigError errorAt(const std::string& file, const Origin& origin, std::string message);

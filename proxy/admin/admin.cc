@@ -16,6 +16,7 @@
 #include "proxy/admin/prometheus.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/rollout/manager.h"
+#include "proxy/routing/splitter.h"
 #include "proxy/shadow/mirror.h"
 #include "proxy/upstream/health.h"
 
@@ -130,7 +131,17 @@ bool AdminServer::authorized(evhttp_request* req) {
 
 namespace {
 
-nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry) {
+// The names of the segments in `mask` (bit i = snapshot.segments[i]).
+nlohmann::ordered_json segmentNames(const config::Snapshot& snapshot, uint64_t mask) {
+  nlohmann::ordered_json names = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < snapshot.segments.size() && i < config::kMaxSegments; ++i) {
+    if ((mask >> i) & 1) names.push_back(snapshot.segments[i].name);
+  }
+  return names;
+}
+
+nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry,
+                                   const config::Snapshot& snapshot) {
   const RolloutEngine& e = *entry.engine;
   const config::Rollout& s = e.settings();
   nlohmann::ordered_json j;
@@ -144,9 +155,16 @@ nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry) {
   j["on_failure"] = s.on_failure == config::RolloutFailure::Rollback ? "rollback" : "pause";
   nlohmann::ordered_json stages = nlohmann::ordered_json::array();
   for (const config::RolloutStage& st : s.stages) {
-    stages.push_back({{"percent", st.percent}, {"hold_ms", st.hold_ms}, {"gate", st.manual_gate}});
+    uint64_t mask = 0;
+    for (uint32_t segment : st.segments) mask |= segment < 64 ? uint64_t{1} << segment : 0;
+    stages.push_back({{"percent", st.percent},
+                      {"hold_ms", st.hold_ms},
+                      {"gate", st.manual_gate},
+                      {"segments", segmentNames(snapshot, mask)}});
   }
   j["stages"] = stages;
+  // SPEC §13: the segments sent to the variant now, whatever the share.
+  j["segments"] = segmentNames(snapshot, rolloutSegments(s, e.stage(), e.percent()));
   j["since"] =
       e.history().empty() ? nullptr : nlohmann::ordered_json(formatTime(e.history().back().at_ms));
   const int64_t next = e.nextTransitionMs();
@@ -172,6 +190,7 @@ nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry) {
 
 void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, bool get) {
   RolloutManager* rollouts = backend_.rollouts();
+  const config::SnapshotConstSharedPtr snapshot = backend_.snapshot();
   std::string_view rest = path.substr(std::string_view("/rollouts").size());
   if (rest.empty() || rest == "/") {
     if (!get) {
@@ -180,7 +199,8 @@ void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, boo
     }
     nlohmann::ordered_json list = nlohmann::ordered_json::array();
     if (rollouts != nullptr) {
-      for (const RolloutManager::Entry* e : rollouts->ordered()) list.push_back(rolloutJson(*e));
+      for (const RolloutManager::Entry* e : rollouts->ordered())
+        list.push_back(rolloutJson(*e, *snapshot));
     }
     reply(req, 200, "application/json", list.dump(2) + "\n");
     return;
@@ -204,7 +224,7 @@ void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, boo
       reply(req, 404, "text/plain; charset=utf-8", "no rollout on route " + route + "\n");
       return;
     }
-    reply(req, 200, "application/json", rolloutJson(*entry).dump(2) + "\n");
+    reply(req, 200, "application/json", rolloutJson(*entry, *snapshot).dump(2) + "\n");
     return;
   }
   static constexpr std::array<std::pair<std::string_view, RolloutCommand>, 5> kActions = {{
@@ -262,7 +282,7 @@ void AdminServer::handleRollouts(evhttp_request* req, std::string_view path, boo
   std::string error;
   switch (rollouts->call(route, known->second, to_last, reason, error)) {
     case RolloutManager::CallResult::Ok:
-      reply(req, 200, "application/json", rolloutJson(*find()).dump(2) + "\n");
+      reply(req, 200, "application/json", rolloutJson(*find(), *snapshot).dump(2) + "\n");
       return;
     case RolloutManager::CallResult::NotFound:
       reply(req, 404, "text/plain; charset=utf-8", "no rollout on route " + route + "\n");

@@ -151,7 +151,15 @@ void Exchange::decodeHead(RequestHead& head, const RequestFraming& framing) {
     return;
   }
   route_metrics_ = &ctx_.routeMetrics(static_cast<size_t>(route_ - snapshot_->routes.data()));
-  decision_ = decide(*route_, head.headers, client_, ctx_.worker.random(), ctx_.worker.random());
+  // Segment conditions are worked out only if an override or the rollout asks (SPEC §13).
+  SegmentMatcher segments(snapshot_->segments, snapshot_->geoip.get(), head.headers, client_);
+  decision_ =
+      decide(*route_, head.headers, client_, ctx_.worker.random(), ctx_.worker.random(), &segments);
+  // The access log's country, from the lookup the segments may already have made.
+  if (snapshot_->geoip && connection_.client_addr && ctx_.access_log.enabled()) {
+    country_ = segments.country();
+    country_known_ = true;
+  }
   variant_ = decision_.variant;
   if (decision_.set_cookie) set_cookie_ = route_->assign_cookie + "=" + decision_.key;
   if (!variantUsable(variant_)) {
@@ -598,6 +606,13 @@ void Exchange::recordOutcome(int status, Termination termination) {
                      : request_id_;
   e.shadow = mirrored_;
   e.termination = termination;
+  // Answered before routing (400, 404, ...): looked up now, once.
+  const config::Snapshot& snapshot = snapshot_ ? *snapshot_ : *ctx_.snapshot;
+  if (!country_known_ && snapshot.geoip && connection_.client_addr) {
+    country_ = snapshot.geoip->country(client_.bytes);
+  }
+  char country[2];
+  e.country = config::countryText(country_, country);
   ctx_.access_log.log(e);
 }
 

@@ -23,6 +23,7 @@
 #include "proxy/http/termination.h"
 #include "proxy/http1/client.h"
 #include "proxy/routing/client_address.h"
+#include "proxy/routing/segments.h"
 #include "proxy/routing/splitter.h"
 #include "proxy/shadow/mirror.h"
 #include "proxy/upstream/pool.h"
@@ -129,6 +130,8 @@ class Exchange final : public RequestHandler,
   bool upstream_paused_ = false;   // upstream reading stopped: the client is slow
   bool upstream_eof_ = false;      // the upstream's failure was a clean close (FIN), not a reset
   bool mirrored_ = false;
+  config::CountryCode country_ = 0;  // the client's, for the access log (0 = unknown)
+  bool country_known_ = false;       // looked up already
   bool recorded_ = false;
   bool ended_ = false;  // the response ended (or the client left): nothing more to do
 };

@@ -118,7 +118,9 @@ void appendAccessLogLine(std::string& out, const AccessLogEntry& e) {
   out += terminationSourceName(e.termination.source);
   out += '/';
   out += terminationPhaseName(e.termination.phase);
-  out += "\"}\n";
+  out += '"';
+  appendField(out, "country", e.country);
+  out += "}\n";
 }
 
 AccessLog::AccessLog() : thread_([this] { run(); }) {}

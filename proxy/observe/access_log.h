@@ -2,7 +2,8 @@
 // The access log (SPEC §7): one JSON object per line, written without blocking any event loop.
 // The fields, in this order: ts, client, method, host, path, status, bytes_out, duration_ms,
 // route, variant, upstream, request_id, shadow (bool), termination ("source/phase" of SPEC §10,
-// "-/-" for a normal end). Fields are only ever added, never renamed or removed.
+// "-/-" for a normal end), country (ISO 3166-1 alpha-2 from server.geoip_database, "" when
+// unknown or without a database). Fields are only ever added, never renamed or removed.
 //
 // Each worker formats its lines into a local batch and hands full (or 100 ms old) batches to a
 // writer thread through a queue; one lock per batch, never per request. The queue is bounded:
@@ -41,7 +42,8 @@ struct AccessLogEntry {
   std::string_view upstream;
   std::string_view request_id;
   bool shadow = false;
-  Termination termination;  // how the exchange ended; a normal end is written "-/-"
+  Termination termination;   // how the exchange ended; a normal end is written "-/-"
+  std::string_view country;  // ISO 3166-1 alpha-2 of the client (geoip_database), or ""
 };
 
 // Appends `e` as one JSON line (with '\n'). Strings are escaped per RFC 8259; bytes that are not

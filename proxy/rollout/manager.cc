@@ -100,7 +100,9 @@ void RolloutManager::applyShares(config::Snapshot& snapshot) const {
     if (!route.rollout) continue;
     auto it = entries_.find(route.name);
     if (it == entries_.end()) continue;
-    route.weights = weightsWithShare(route, route.rollout->variant, it->second.engine->percent());
+    const RolloutEngine& engine = *it->second.engine;
+    route.weights = weightsWithShare(route, route.rollout->variant, engine.percent());
+    route.rollout_segments = rolloutSegments(*route.rollout, engine.stage(), engine.percent());
   }
 }
 
@@ -167,9 +169,12 @@ void RolloutManager::tick() {
       std::optional<RolloutRecord> record = entry.engine->tick(now, evidence(*entry.engine));
       if (!record) break;
       const double before = entry.engine->percent();
+      const uint32_t stage_before = entry.engine->stage();
       std::string error;
       if (!take(entry, std::move(*record), error)) break;
-      changed = changed || entry.engine->percent() != before;
+      // A new stage may add segments even where the share stays (SPEC §13).
+      changed =
+          changed || entry.engine->percent() != before || entry.engine->stage() != stage_before;
     }
   }
   if (changed) publish_();
@@ -185,8 +190,9 @@ RolloutManager::CallResult RolloutManager::call(const std::string& route, Rollou
       entry.engine->command(command, wallClockMs(), to_last, reason, error);
   if (!record) return CallResult::Conflict;
   const double before = entry.engine->percent();
+  const uint32_t stage_before = entry.engine->stage();
   if (!take(entry, std::move(*record), error)) return CallResult::Failed;
-  if (entry.engine->percent() != before) publish_();
+  if (entry.engine->percent() != before || entry.engine->stage() != stage_before) publish_();
   return CallResult::Ok;
 }
 

@@ -39,8 +39,11 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
+
+#include "proxy/routing/segments.h"
 
 // Header-only XXH3: inlined for speed, and the streaming state's layout is then ours, not the
 // shared library's (XXH3_state_t is only ABI-stable under XXH_INLINE_ALL / static linking).
@@ -107,22 +110,13 @@ Variant pickWeightedWithHash(std::string_view salt,
   return best;
 }
 
-bool cidrContains(const config::Cidr& net, const ClientIp& ip) {
-  const unsigned bits = net.prefix_len > 128 ? 128u : net.prefix_len;
-  const unsigned whole = bits / 8;
-  if (std::memcmp(net.addr.data(), ip.bytes.data(), whole) != 0) return false;
-  const unsigned rest = bits % 8;
-  if (rest == 0) return true;
-  const uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
-  return (net.addr[whole] & mask) == (ip.bytes[whole] & mask);
-}
-
 void appendHex(std::string& out, uint64_t v) {
   static constexpr char kDigits[] = "0123456789abcdef";
   for (int shift = 60; shift >= 0; shift -= 4) out.push_back(kDigits[(v >> shift) & 0xf]);
 }
 
-bool overrideMatches(const config::Override& o, const Headers& headers, const ClientIp& client) {
+bool overrideMatches(const config::Override& o, const Headers& headers, const ClientIp& client,
+                     SegmentMatcher* segments) {
   switch (o.kind) {
     case config::Override::Kind::Header:
     case config::Override::Kind::Cookie: {
@@ -138,6 +132,8 @@ bool overrideMatches(const config::Override& o, const Headers& headers, const Cl
         if (cidrContains(net, client)) return true;
       }
       return false;
+    case config::Override::Kind::Segment:
+      return segments != nullptr && segments->contains(o.segment);
   }
   return false;
 }
@@ -206,6 +202,19 @@ std::array<double, config::kWeightedVariants> weightsWithShare(const config::Rou
   return weights;
 }
 
+uint64_t rolloutSegments(const config::Rollout& rollout, uint32_t stage, double percent) {
+  // After a rollback or an abort (share 0), and before the start, segments get what everyone
+  // gets; a share held by on_failure = "pause" keeps its segments with it.
+  if (!(percent > 0.0)) return 0;
+  uint64_t mask = 0;
+  for (uint32_t i = 0; i < stage && i < rollout.stages.size(); ++i) {
+    for (uint32_t segment : rollout.stages[i].segments) {
+      if (segment < config::kMaxSegments) mask |= uint64_t{1} << segment;
+    }
+  }
+  return mask;
+}
+
 bool shadowSampled(std::string_view salt, std::string_view key, double percent) {
   if (!(percent > 0.0)) return false;
   if (percent >= 100.0) return true;
@@ -240,28 +249,50 @@ std::optional<std::string_view> findCookie(const Headers& headers, std::string_v
 }
 
 SplitDecision decide(const config::Route& route, const Headers& headers, const ClientIp& client,
-                     uint64_t random_a, uint64_t random_b) {
+                     uint64_t random_a, uint64_t random_b, SegmentMatcher* segments) {
   SplitDecision d;
+  // The split key, found once: hashed below, looked up by keys_file segments, and kept under an
+  // override too, since shadow sampling follows the user (SPEC §5).
+  const auto key = findKey(route, headers);
+  if (segments != nullptr) {
+    segments->setKey(key ? std::optional<std::string_view>(key->second) : std::nullopt);
+  }
+  const auto keepKey = [&] {
+    if (key) {
+      d.key_source_index = key->first;
+      d.key.assign(key->second);
+    }
+  };
 
   for (size_t i = 0; i < route.overrides.size(); ++i) {
     const config::Override& o = route.overrides[i];
-    if (overrideMatches(o, headers, client)) {
+    if (overrideMatches(o, headers, client, segments)) {
       d.variant = o.variant;
       d.reason = SplitDecision::Reason::Override;
       d.override_index = static_cast<int>(i);
-      // Not hashed, but still the request's key: shadow sampling follows the user (SPEC §5).
-      if (const auto key = findKey(route, headers)) {
-        d.key_source_index = key->first;
-        d.key.assign(key->second);
-      }
+      if (o.kind == config::Override::Kind::Segment) d.segment_index = static_cast<int>(o.segment);
+      keepKey();
       return d;
     }
   }
 
-  if (const auto key = findKey(route, headers)) {
+  // SPEC §13: a rollout stage's segments get its variant from that stage on, whatever the share.
+  if (route.rollout && segments != nullptr) {
+    for (uint64_t m = route.rollout_segments; m != 0; m &= m - 1) {
+      const auto index = static_cast<uint32_t>(std::countr_zero(m));
+      if (segments->contains(index)) {
+        d.variant = route.rollout->variant;
+        d.reason = SplitDecision::Reason::RolloutSegment;
+        d.segment_index = static_cast<int>(index);
+        keepKey();
+        return d;
+      }
+    }
+  }
+
+  if (key) {
     d.reason = SplitDecision::Reason::Key;
-    d.key_source_index = key->first;
-    d.key.assign(key->second);
+    keepKey();
   } else if (!route.assign_cookie.empty()) {
     // The id is only as unpredictable as the caller's randomness; 128 bits make collisions
     // (two clients sharing a sticky assignment) a non-issue.

@@ -16,9 +16,12 @@
 
 namespace sy::proxy {
 
+class SegmentMatcher;
+
 struct SplitDecision {
   enum class Reason : uint8_t {
-    Override,          // override_index says which
+    Override,          // override_index says which (a segment override: segment_index too)
+    RolloutSegment,    // in segment_index, which the route's rollout sends to its variant now
     Key,               // key_source_index says which source (route.keys.size() = assign_cookie)
     AssignedCookie,    // no key: a fresh id was made the key; respond with Set-Cookie
     FallbackRandom,    // no key, fallback = "random"
@@ -29,6 +32,7 @@ struct SplitDecision {
   Reason reason = Reason::Key;
   int override_index = -1;
   int key_source_index = -1;
+  int segment_index = -1;  // the segment that decided (Override by segment, RolloutSegment)
   // The split key when the request has one (hashed unless an override decided), else the
   // fallback's hashed value ("" when nothing was hashed).
   std::string key;
@@ -36,10 +40,13 @@ struct SplitDecision {
   bool set_cookie = false;  // Reason::AssignedCookie: the response carries Set-Cookie: name=key
 };
 
-// Decides the variant of one request on `route`. `random_a`/`random_b` are fresh random values
-// (used for fallback = "random" and to mint assign_cookie ids).
+// Decides the variant of one request on `route`: overrides in order, then the segments the
+// route's rollout sends to its variant now (Route::rollout_segments), then the split key's hash,
+// then the fallback. `random_a`/`random_b` are fresh random values (used for fallback = "random"
+// and to mint assign_cookie ids). `segments` answers segment conditions (its key is set to the
+// route's split key here); null: the request is in no segment.
 SplitDecision decide(const config::Route& route, const Headers& headers, const ClientIp& client,
-                     uint64_t random_a, uint64_t random_b);
+                     uint64_t random_a, uint64_t random_b, SegmentMatcher* segments = nullptr);
 
 // Weighted rendezvous hashing over the variants with weight > 0 (see splitter.cc for why it
 // has the minimal-disruption properties of SPEC §4). Requires at least one weight > 0.
@@ -55,6 +62,11 @@ config::Variant pickWeighted(std::string_view salt,
 std::array<double, config::kWeightedVariants> weightsWithShare(const config::Route& route,
                                                                config::Variant variant,
                                                                double percent);
+
+// The segments (bit i = Snapshot::segments[i]) that a rollout at `stage` (1-based) with
+// `percent` sends to its variant (Route::rollout_segments, SPEC §13): those listed by stages
+// 1..stage, none while the share is 0 (pending, rolled back, aborted).
+uint64_t rolloutSegments(const config::Rollout& rollout, uint32_t stage, double percent);
 
 // One variant's term in pickWeighted()'s comparison: h_v = XXH3 of (salt, variant name, key),
 // u_v in (0,1) from its top 52 bits, and score_v = -weight / log(u_v). pickWeighted() is built

@@ -22,6 +22,7 @@
 #include "config/validate.h"
 #include "proxy/http/http_message.h"
 #include "proxy/routing/router.h"
+#include "proxy/routing/segments.h"
 #include "proxy/routing/splitter.h"
 #include "tests/fuzz/fuzz_common.h"
 
@@ -51,12 +52,24 @@ void checkRoute(std::string_view text, const config::Snapshot& snap, const confi
     FUZZ_CHECK(static_cast<size_t>(o.variant) < config::kWeightedVariants &&
                    r.pools[static_cast<size_t>(o.variant)] != nullptr,
                "an accepted override names a variant without pool", detail());
-    if (o.kind != config::Override::Kind::ClientIp) {
+    if (o.kind == config::Override::Kind::Header || o.kind == config::Override::Kind::Cookie) {
       FUZZ_CHECK(o.regex != nullptr && o.regex->ok(), "an accepted override has no usable regex",
+                 detail());
+    }
+    if (o.kind == config::Override::Kind::Segment) {
+      FUZZ_CHECK(o.segment < snap.segments.size(), "an accepted override names no segment",
                  detail());
     }
     for (const config::Cidr& c : o.networks) {
       FUZZ_CHECK(c.prefix_len <= 128, "an accepted CIDR has a prefix longer than 128", detail());
+    }
+  }
+  if (r.rollout) {
+    for (const config::RolloutStage& stage : r.rollout->stages) {
+      for (uint32_t segment : stage.segments) {
+        FUZZ_CHECK(segment < snap.segments.size(), "an accepted rollout stage names no segment",
+                   detail());
+      }
     }
   }
   if (r.fallback.kind == config::Fallback::Kind::Variant) {
@@ -107,7 +120,8 @@ void checkRoute(std::string_view text, const config::Snapshot& snap, const confi
   const proxy::Headers no_headers;
   for (const proxy::Headers* hs : {static_cast<const proxy::Headers*>(&headers), &no_headers}) {
     for (const proxy::ClientIp& ip : clients) {
-      const proxy::SplitDecision d = proxy::decide(r, *hs, ip, 0x1234, 0x5678);
+      proxy::SegmentMatcher segments(snap.segments, snap.geoip.get(), *hs, ip);
+      const proxy::SplitDecision d = proxy::decide(r, *hs, ip, 0x1234, 0x5678, &segments);
       const size_t v = static_cast<size_t>(d.variant);
       FUZZ_CHECK(v < config::kWeightedVariants && r.pools[v] != nullptr,
                  "decide() on an accepted route picked a variant without pool", detail());
@@ -144,6 +158,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!r.ok()) return 0;
 
   const config::Snapshot& snap = *r.snapshot;
+  FUZZ_CHECK(snap.segments.size() <= config::kMaxSegments, "more segments than allowed",
+             printable(text));
+  for (const config::Segment& segment : snap.segments) {
+    FUZZ_CHECK(segment.keys || segment.source != config::Segment::Source::None ||
+                   !segment.countries.empty() || !segment.networks.empty(),
+               "an accepted segment has no condition", printable(text));
+    FUZZ_CHECK(segment.source == config::Segment::Source::None ||
+                   (segment.regex != nullptr && segment.regex->ok()),
+               "an accepted segment has no usable regex", printable(text));
+    FUZZ_CHECK(segment.countries.empty() || snap.geoip != nullptr,
+               "an accepted segment has countries but no database", printable(text));
+  }
   for (const config::Route& route : snap.routes) checkRoute(text, snap, route);
   for (std::string_view host : {"", "shop.example.com", "a.b.example.org:8080", "[::1]:80"}) {
     for (std::string_view path : {"/", "/api/x", "/static/app.js"}) {

@@ -669,8 +669,10 @@ def encode_chunked(body, chunk_size=65536, trailers=()):
 class Client:
     """One TCP connection to the proxy; reads responses with CL/chunked/close framing."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None):
+        # source: the local address to connect from (e.g. "127.0.0.2", any of 127.0.0.0/8)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.eof = False

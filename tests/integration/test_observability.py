@@ -18,7 +18,8 @@ S = SimpleNamespace()
 WEIGHTS = {"blue": 50, "green": 30, "canary": 20}
 REQUESTS = 400
 FIELDS = ["ts", "client", "method", "host", "path", "status", "bytes_out", "duration_ms",
-          "route", "variant", "upstream", "request_id", "shadow", "protocol"]
+          "route", "variant", "upstream", "request_id", "shadow", "protocol",
+          "country"]
 
 
 def admin(path, method="GET"):

@@ -22,7 +22,7 @@ constexpr const char* kUsage =
     "usage: switchyard-ctl check FILE\n"
     "       switchyard-ctl explain FILE (--route NAME | --host HOST [--path PATH]) [--key KEY]\n"
     "                      [--header 'Name: value']... [--cookie 'name=value']...\n"
-    "                      [--client-ip IP]\n"
+    "                      [--client-ip IP] [--country CC] [--stage N]\n"
     "       switchyard-ctl simulate FILE --route NAME [--keys N] [--weights blue=90,canary=10]\n"
     "                      [--seed S]\n"
     "       switchyard-ctl reload --admin HOST:PORT [--token T] [--timeout SECONDS]\n"
@@ -37,7 +37,10 @@ constexpr const char* kUsage =
     "  check     validate FILE exactly as `switchyard --check` does\n"
     "  explain   the variant a request with KEY gets on a route, and why (the key goes into the\n"
     "            route's first key source; --header/--cookie add more, e.g. to try overrides;\n"
-    "            without --route, --host/--path pick the route as the proxy would)\n"
+    "            without --route, --host/--path pick the route as the proxy would; it names\n"
+    "            the segments the request is in, its country from --country or from the\n"
+    "            config's geoip_database for --client-ip, and with --stage N decides as the\n"
+    "            proxy does while the route's rollout is at stage N)\n"
     "  simulate  shares per variant over N random keys (default 100000, seed 1); with\n"
     "            --weights (unlisted variants are 0), also how many keys would move, and where\n"
     "  reload    POST /reload on the admin endpoint and print the answer\n"
@@ -205,7 +208,9 @@ int cmdExplain(const std::vector<std::string>& args, std::ostream& out, std::ost
                               {"--key", {}},
                               {"--header", {true}},
                               {"--cookie", {true}},
-                              {"--client-ip", {}}});
+                              {"--client-ip", {}},
+                              {"--country", {}},
+                              {"--stage", {}}});
   if (auto* e = std::get_if<CtlError>(&parsed)) return report(*e, err);
   const Parsed& p = std::get<Parsed>(parsed);
   if (p.help) {
@@ -237,6 +242,16 @@ int cmdExplain(const std::vector<std::string>& args, std::ostream& out, std::ost
     o.client_ip = p.one("--client-ip");
     if (o.client_ip.empty())
       return report(usageError("explain: --client-ip needs an address"), err);
+  }
+  if (p.has("--country")) o.country = p.one("--country");
+  if (p.has("--stage")) {
+    const std::optional<uint64_t> stage = parseUnsigned(p.one("--stage"));
+    if (!stage || *stage == 0 || *stage > 1000) {
+      return report(usageError("explain: --stage: expected a stage number (1, 2, ...), got \"" +
+                               p.one("--stage") + "\""),
+                    err);
+    }
+    o.stage = static_cast<uint32_t>(*stage);
   }
 
   const std::shared_ptr<config::Snapshot> snap = load(p.positional[0], err);

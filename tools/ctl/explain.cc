@@ -11,6 +11,7 @@
 
 #include "proxy/routing/client_address.h"
 #include "proxy/routing/router.h"
+#include "proxy/routing/segments.h"
 #include "tools/ctl/format.h"
 
 namespace sy::ctl {
@@ -82,8 +83,11 @@ std::string routeList(const config::Snapshot& snapshot) {
   return out.empty() ? "none" : out;
 }
 
-std::string overrideText(const config::Override& o) {
+std::string overrideText(const config::Snapshot& snapshot, const config::Override& o) {
   switch (o.kind) {
+    case config::Override::Kind::Segment:
+      return "segment " +
+             (o.segment < snapshot.segments.size() ? snapshot.segments[o.segment].name : "?");
     case config::Override::Kind::Header:
     case config::Override::Kind::Cookie: {
       std::string s = o.kind == config::Override::Kind::Header ? "header " : "cookie ";
@@ -120,7 +124,8 @@ std::optional<std::string_view> overrideValue(const config::Override& o,
   switch (o.kind) {
     case config::Override::Kind::Header: return proxy::findHeader(headers, o.name);
     case config::Override::Kind::Cookie: return proxy::findCookie(headers, o.name);
-    case config::Override::Kind::ClientIp: return std::nullopt;
+    case config::Override::Kind::ClientIp:
+    case config::Override::Kind::Segment: return std::nullopt;
   }
   return std::nullopt;
 }
@@ -272,14 +277,45 @@ std::variant<ExplainResult, CtlError> explain(const config::Snapshot& snapshot,
     r.client_ip = proxy::clientIpText(client);
   }
 
-  r.decision = proxy::decide(route, r.headers, client, kRandomA, kRandomB);
+  r.snapshot = &snapshot;
+  proxy::SegmentMatcher segments(snapshot.segments, snapshot.geoip.get(), r.headers, client);
+  if (options.country) {
+    std::string why;
+    const std::optional<config::CountryCode> code =
+        config::parseCountryCode(*options.country, &why);
+    if (!code) return usageError("--country: " + why);
+    segments.setCountry(*code);
+    r.country_given = true;
+  }
+  // As the proxy has the route at --stage N: the stage's share, and its segments.
+  const config::Route* decided = &route;
+  if (options.stage) {
+    if (!route.rollout) {
+      return usageError("--stage: route \"" + route.name + "\" has no rollout");
+    }
+    const size_t stages = route.rollout->stages.size();
+    if (*options.stage < 1 || *options.stage > stages) {
+      return usageError(
+          strFormat("--stage: route \"%s\" has stages 1..%zu", route.name.c_str(), stages));
+    }
+    r.stage = options.stage;
+    r.staged_route = route;
+    const double share = route.rollout->stages[*options.stage - 1].percent;
+    r.staged_route.weights = proxy::weightsWithShare(route, route.rollout->variant, share);
+    r.staged_route.rollout_segments = proxy::rolloutSegments(*route.rollout, *options.stage, share);
+    decided = &r.staged_route;
+  }
+  r.decision = proxy::decide(*decided, r.headers, client, kRandomA, kRandomB, &segments);
+  r.segments = segments.all();
+  r.country = segments.country();
 
-  // Under an override, what the request's key alone would have picked: the same call on the
-  // same route minus its overrides.
+  // Under an override (or a rollout segment), what the request's key alone would have picked:
+  // the same call on the same route minus its overrides and segments.
   const proxy::SplitDecision* keyed = &r.decision;
-  if (r.decision.reason == Reason::Override) {
-    config::Route plain = route;
+  if (r.decision.reason == Reason::Override || r.decision.reason == Reason::RolloutSegment) {
+    config::Route plain = *decided;
     plain.overrides.clear();
+    plain.rollout_segments = 0;
     r.without_overrides = proxy::decide(plain, r.headers, client, kRandomA, kRandomB);
     keyed = &*r.without_overrides;
   }
@@ -287,7 +323,7 @@ std::variant<ExplainResult, CtlError> explain(const config::Snapshot& snapshot,
     std::array<proxy::VariantScore, config::kWeightedVariants> scores{};
     for (size_t i = 0; i < config::kWeightedVariants; ++i) {
       scores[i] =
-          proxy::variantScore(r.salt, static_cast<Variant>(i), route.weights[i], keyed->key);
+          proxy::variantScore(r.salt, static_cast<Variant>(i), decided->weights[i], keyed->key);
     }
     r.scores = scores;
   }
@@ -311,7 +347,7 @@ std::variant<ExplainResult, CtlError> explain(const config::Snapshot& snapshot,
 }
 
 std::string formatExplain(const ExplainResult& r) {
-  const config::Route& route = *r.route;
+  const config::Route& route = r.stage ? r.staged_route : *r.route;
   const proxy::SplitDecision& d = r.decision;
   std::string out;
   // "label    text", word-wrapped to 100 columns under the text.
@@ -339,6 +375,45 @@ std::string formatExplain(const ExplainResult& r) {
     line("salt", salt);
   }
 
+  if (r.snapshot != nullptr && !r.snapshot->segments.empty()) {
+    const std::vector<config::Segment>& all = r.snapshot->segments;
+    std::string in;
+    for (size_t i = 0; i < all.size() && i < config::kMaxSegments; ++i) {
+      if ((r.segments >> i) & 1) in += (in.empty() ? "" : ", ") + all[i].name;
+    }
+    std::string defined;
+    for (const config::Segment& s : all) defined += (defined.empty() ? "" : ", ") + s.name;
+    line("segments", (in.empty() ? std::string("none") : in) + " (defined: " + defined + ")");
+  }
+  if (r.country_given || (r.snapshot != nullptr && r.snapshot->geoip)) {
+    char buf[2];
+    const std::string_view code = config::countryText(r.country, buf);
+    line("country", (code.empty() ? std::string("unknown") : std::string(code)) +
+                        (r.country_given ? " (--country)"
+                                         : " (geoip_database, for client " + r.client_ip + ")"));
+  }
+  if (route.rollout && r.snapshot != nullptr) {
+    const config::Rollout& rollout = *route.rollout;
+    for (size_t i = 0; i < rollout.stages.size(); ++i) {
+      for (uint32_t index : rollout.stages[i].segments) {
+        if (index >= r.snapshot->segments.size() || !((r.segments >> index) & 1)) continue;
+        std::string text = strFormat(
+            "%s: the request is in segment %s, which gets %s from stage %zu (%s) on, "
+            "whatever the share, unless the rollout is rolled back or aborted",
+            rollout.id.c_str(), r.snapshot->segments[index].name.c_str(),
+            config::variantName(rollout.variant), i + 1,
+            (weightText(rollout.stages[i].percent) + "%").c_str());
+        if (!r.stage) text += " (--stage N decides as at stage N)";
+        line("rollout", text);
+      }
+    }
+    if (r.stage) {
+      line("stage", strFormat("as at stage %u of rollout %s: %s gets %s of the hashed traffic",
+                              *r.stage, rollout.id.c_str(), config::variantName(rollout.variant),
+                              (weightText(rollout.stages[*r.stage - 1].percent) + "%").c_str()));
+    }
+  }
+
   const std::string variant = config::variantName(d.variant);
   const std::string no_key = "no key present, so fallback = ";
   switch (d.reason) {
@@ -347,7 +422,7 @@ std::string formatExplain(const ExplainResult& r) {
       line("variant", variant);
       std::string why =
           strFormat("%s.override[%d] matched: ", route_path.c_str(), d.override_index);
-      why += overrideText(o);
+      why += overrideText(*r.snapshot, o);
       if (auto value = overrideValue(o, r.headers)) {
         why += " (value " + quoted(*value) + ")";
       } else if (o.kind == config::Override::Kind::ClientIp) {
@@ -356,6 +431,21 @@ std::string formatExplain(const ExplainResult& r) {
       why +=
           "; overrides are tried in order before the key, and without them this request "
           "would get ";
+      if (keyed.reason == Reason::FallbackRandom || keyed.reason == Reason::AssignedCookie) {
+        why += "a variant drawn per request";
+      } else {
+        why += config::variantName(keyed.variant);
+      }
+      line("why", why);
+      break;
+    }
+    case Reason::RolloutSegment: {
+      line("variant", variant);
+      const std::string name = r.snapshot->segments[static_cast<size_t>(d.segment_index)].name;
+      std::string why = "in segment " + name + ", which rollout " + route.rollout->id +
+                        " sends to " + variant + " at stage " + std::to_string(*r.stage) +
+                        " whatever the share (overrides come first); by its key alone it "
+                        "would get ";
       if (keyed.reason == Reason::FallbackRandom || keyed.reason == Reason::AssignedCookie) {
         why += "a variant drawn per request";
       } else {
@@ -398,7 +488,10 @@ std::string formatExplain(const ExplainResult& r) {
     double sum = 0;
     for (double w : route.weights) sum += w > 0 ? w : 0;
     out += "\n";
-    if (r.without_overrides) out += "  without overrides, the key alone gives:\n";
+    if (r.without_overrides) {
+      out += d.reason == Reason::Override ? "  without overrides, the key alone gives:\n"
+                                          : "  without the segment, the key alone gives:\n";
+    }
     Table t("lrrlrrl");
     t.row({"variant", "weight", "share", "hash", "u", "score", ""});
     for (size_t i = 0; i < config::kWeightedVariants; ++i) {
@@ -422,7 +515,7 @@ std::string formatExplain(const ExplainResult& r) {
                          " the " + pct +
                          " sample (sampled per key, so a user's whole session "
                          "is mirrored or none of it)");
-    } else if (d.reason == Reason::Override) {
+    } else if (d.reason == Reason::Override || d.reason == Reason::RolloutSegment) {
       line("shadow", "mirrored at random, " + pct + " of requests decided by an override");
     } else {
       line("shadow", "mirrored at random, " + pct + " of requests that have no key");

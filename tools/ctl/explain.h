@@ -30,6 +30,13 @@ struct ExplainOptions {
   std::vector<std::string> headers;  // extra "Name: value" headers, after the key's
   std::vector<std::string> cookies;  // extra "name=value" cookies, after the key's
   std::string client_ip;             // "" = 127.0.0.1
+  // The client's country (ISO 3166-1 alpha-2); absent: looked up in the config's
+  // geoip_database for client_ip, as the proxy does.
+  std::optional<std::string> country;
+  // Decide as the running proxy does while the route's rollout is at this stage (1-based):
+  // the stage's share and the segments of stages 1..N. Absent: the configured weights, and no
+  // rollout segment applies (the file alone does not say where a rollout is).
+  std::optional<uint32_t> stage;
 };
 
 struct ExplainResult {
@@ -53,6 +60,13 @@ struct ExplainResult {
   // proxy's mirror samples (nullopt when the decision has no deterministic key, e.g. under an
   // override, and the proxy samples at random per request).
   std::optional<bool> shadow_sampled;
+  // SPEC §13: the segments the request is in (bit i = snapshot.segments[i]) and its country.
+  uint64_t segments = 0;
+  config::CountryCode country = 0;
+  bool country_given = false;  // --country, not the database
+  const config::Snapshot* snapshot = nullptr;
+  std::optional<uint32_t> stage;   // --stage
+  config::Route staged_route;      // with --stage: the route as the proxy has it at that stage
   std::vector<std::string> notes;  // where the request differs from what the user typed
 };
 

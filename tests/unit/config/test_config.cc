@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config/error.h"
+#include "config/key_set.h"
 #include "config/loader.h"
 #include "config/snapshot.h"
 #include "config/validate.h"
@@ -207,7 +208,11 @@ TEST_CASE("config/examples/reference.toml loads and sets every section") {
   CHECK(RE2::PartialMatch("/api/x", *shop.path));
   CHECK(shop.assign_cookie == "sy_id");
   CHECK(shop.failover == Variant::Blue);
-  CHECK(shop.overrides.size() == 3);
+  CHECK(shop.overrides.size() == 4);
+  CHECK(shop.overrides[3].kind == Override::Kind::Segment);
+  REQUIRE(s.segments.size() == 1);
+  CHECK(s.segments[0].name == "staff");
+  CHECK(s.segments[0].networks.size() == 2);
   CHECK(shop.overrides[2].kind == Override::Kind::ClientIp);
   CHECK(shop.overrides[2].networks.size() == 2);
   CHECK(s.server.state_dir == "/var/lib/switchyard");
@@ -218,6 +223,7 @@ TEST_CASE("config/examples/reference.toml loads and sets every section") {
   CHECK_FALSE(shop.rollout->start_unix_ms);
   REQUIRE(shop.rollout->stages.size() == 4);
   CHECK(shop.rollout->stages[0].hold_ms == 600000);
+  CHECK(shop.rollout->stages[0].segments == std::vector<uint32_t>{0});
   CHECK(shop.rollout->stages[2].manual_gate);
   CHECK(shop.rollout->stages[3].percent == 100);
   CHECK(shop.rollout->analysis.interval_ms == 30000);
@@ -1090,11 +1096,13 @@ weights = { blue = 1 }
 
 TEST_CASE("override sources: exactly one, regex only with header or cookie") {
   CHECK_REJECTED(std::string(kRoute) + "[[routes.override]]\nvariant = \"blue\"\n",
-                 "t.toml:6:1: routes[0].override[0]", "needs one of header, cookie or client_ip");
+                 "t.toml:6:1: routes[0].override[0]",
+                 "needs one of header, cookie, client_ip or segment");
   CHECK_REJECTED(std::string(kRoute) +
                      "[[routes.override]]\nheader = \"X-A\"\ncookie = \"a\"\n"
                      "regex = \"1\"\nvariant = \"blue\"\n",
-                 "t.toml:6:1: routes[0].override[0]", "only one of header, cookie or client_ip");
+                 "t.toml:6:1: routes[0].override[0]",
+                 "only one of header, cookie, client_ip or segment");
   CHECK_REJECTED(std::string(kRoute) + "[[routes.override]]\ncookie = \"a\"\nvariant = \"blue\"\n",
                  "t.toml:6:1: routes[0].override[0].regex", "is required with header or cookie");
   CHECK_REJECTED(std::string(kRoute) +
@@ -1761,6 +1769,212 @@ tls = { cert = "@READABLE@", key = ")" +
                          std::string_view(R"(", key = )").size() + 1;
   CHECK_REJECTED(mismatch, "t.toml:9:" + std::to_string(key_col) + ": listener[0].tls.key",
                  "key values mismatch");
+}
+
+// ---- Segments and location (SPEC §13) -----------------------------------------------------------
+
+const std::string kTestData = kSourceRoot + "/tests/unit/config/testdata";
+
+TEST_CASE("keys files: one key per line, trimmed; blank lines and # comments skipped") {
+  const std::shared_ptr<const KeySet> keys =
+      KeySet::parse("# header\nalice\n\n  bob \t\n\t# indented comment\ncarol\r\nalice\nlast", 7);
+  CHECK(keys->size() == 4);  // alice twice counts once
+  for (const char* key : {"alice", "bob", "carol", "last"}) CHECK(keys->contains(key));
+  for (const char* key : {"", "# header", "bob ", "Alice", "dave", "# indented comment"}) {
+    CHECK_FALSE(keys->contains(key));
+  }
+  CHECK(KeySet::parse("", 1)->size() == 0);
+}
+
+TEST_CASE("keys files: loaded relative to the config file; unreadable is an error at keys_file") {
+  const LoadResult loaded = loadSnapshotFromString(R"(
+[segments.beta]
+keys_file = "beta-users.txt"
+)" + std::string(kRoute) + std::string(kPools),
+                                                   kTestData + "/t.toml", fakeResolve);
+  INFO(formatErrors(loaded.errors));
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded.snapshot->segments.size() == 1);
+  const Segment& beta = loaded.snapshot->segments[0];
+  CHECK(beta.name == "beta");
+  CHECK(beta.keys_file == kTestData + "/beta-users.txt");
+  REQUIRE(beta.keys != nullptr);
+  CHECK(beta.keys->size() == 3);
+  CHECK(beta.keys->contains("bob"));
+  CHECK_FALSE(beta.keys->contains("beta testers"));
+
+  CHECK_REJECTED(R"(
+[segments.beta]
+keys_file = "/nonexistent/users.txt"
+)" + std::string(kRoute),
+                 "t.toml:3:13: segments.beta.keys_file", "cannot read \"/nonexistent/users.txt\"");
+  CHECK_REJECTED(R"(
+[segments.beta]
+keys_file = ""
+)" + std::string(kRoute),
+                 "t.toml:3:13: segments.beta.keys_file", "must not be empty");
+}
+
+TEST_CASE("country codes: only assigned ISO 3166-1 alpha-2 codes, upper-case") {
+  std::string why;
+  CHECK(parseCountryCode("NZ", &why) == countryCode('N', 'Z'));
+  CHECK(parseCountryCode("GB", &why).has_value());
+  CHECK(parseCountryCode("AX", &why).has_value());
+  for (const char* bad : {"UK", "ZZ", "EU", "XK", "N", "NZL", "", "N1"}) {
+    INFO(bad);
+    CHECK_FALSE(parseCountryCode(bad, &why).has_value());
+  }
+  CHECK_FALSE(parseCountryCode("UK", &why));
+  CHECK(why.find("\"GB\"") != std::string::npos);
+  CHECK_FALSE(parseCountryCode("nz", &why));
+  CHECK(why == "country codes are upper-case: \"NZ\", not \"nz\"");
+  char buf[2];
+  CHECK(countryText(countryCode('A', 'U'), buf) == "AU");
+  CHECK(countryText(0, buf).empty());
+}
+
+TEST_CASE("geoip_database: opened at load; countries of the test database; invalid is an error") {
+  const LoadResult loaded = loadSnapshotFromString(R"(
+[server]
+geoip_database = "countries.mmdb"
+[segments.oceania]
+country = ["NZ", "AU"]
+)" + std::string(kRoute) + std::string(kPools),
+                                                   kTestData + "/t.toml", fakeResolve);
+  INFO(formatErrors(loaded.errors));
+  REQUIRE(loaded.ok());
+  const Snapshot& s = *loaded.snapshot;
+  REQUIRE(s.geoip != nullptr);
+  CHECK(s.server.geoip_database == kTestData + "/countries.mmdb");
+  REQUIRE(s.segments.size() == 1);
+  CHECK(s.segments[0].countries ==
+        std::vector<CountryCode>{countryCode('N', 'Z'), countryCode('A', 'U')});
+  const auto mapped = [](uint8_t last) {
+    std::array<uint8_t, 16> a{};
+    a[10] = a[11] = 0xff;
+    a[12] = 127;
+    a[15] = last;
+    return a;
+  };
+  CHECK(s.geoip->country(mapped(2)) == countryCode('N', 'Z'));
+  CHECK(s.geoip->country(mapped(3)) == countryCode('A', 'U'));
+  CHECK(s.geoip->country(mapped(4)) == countryCode('U', 'S'));
+  CHECK(s.geoip->country(mapped(1)) == 0);
+  std::array<uint8_t, 16> v6{};
+  v6[0] = 0x20;
+  v6[1] = 0x01;
+  CHECK(s.geoip->country(v6) == 0);
+  // A derived snapshot (a rollout's share) shares the handle.
+  CHECK(cloneSnapshot(s)->geoip == s.geoip);
+
+  CHECK_REJECTED(R"(
+[server]
+geoip_database = "@READABLE@"
+)" + std::string(kRoute),
+                 "t.toml:3:18: server.geoip_database", "cannot open the MaxMind DB");
+  CHECK_REJECTED(R"(
+[server]
+geoip_database = "/nonexistent.mmdb"
+)" + std::string(kRoute),
+                 "t.toml:3:18: server.geoip_database", "cannot read \"/nonexistent.mmdb\"");
+}
+
+TEST_CASE("segments: conditions compile; overrides and stages refer to them by index") {
+  REQUIRE_LOADS(result, R"(
+[segments.staff]
+header = "X-Staff"
+regex = "^yes$"
+client_ip = ["10.0.0.0/8", "::1"]
+[segments.beta]
+cookie = "plan"
+regex = "pro|max"
+[[routes]]
+name = "r"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+[[routes.override]]
+segment = "staff"
+variant = "canary"
+[routes.rollout]
+id = "x"
+stages = [{ percent = 1, hold = "1m", segments = ["beta", "staff"] }, { percent = 5, hold = "1m" }]
+[server]
+state_dir = "/tmp"
+)");
+  const Snapshot& s = *result.snapshot;
+  REQUIRE(s.segments.size() == 2);
+  // Segments are in key order: beta, staff.
+  CHECK(s.segments[0].name == "beta");
+  CHECK(s.segments[0].source == Segment::Source::Cookie);
+  CHECK(s.segments[0].source_name == "plan");
+  REQUIRE(s.segments[0].regex != nullptr);
+  CHECK(s.segments[0].regex->pattern() == "pro|max");
+  CHECK(s.segments[1].name == "staff");
+  CHECK(s.segments[1].source == Segment::Source::Header);
+  CHECK(s.segments[1].networks.size() == 2);
+  CHECK(s.segments[1].keys == nullptr);
+  const Route& r = s.routes[0];
+  REQUIRE(r.overrides.size() == 1);
+  CHECK(r.overrides[0].kind == Override::Kind::Segment);
+  CHECK(r.overrides[0].segment == 1);
+  REQUIRE(r.rollout);
+  CHECK(r.rollout->stages[0].segments == std::vector<uint32_t>{0, 1});
+  CHECK(r.rollout->stages[1].segments.empty());
+  CHECK(r.rollout_segments == 0);  // set with the share, not at load
+}
+
+TEST_CASE("segments: every rejection at its position") {
+  CHECK_REJECTED("[segments.empty]\n" + std::string(kRoute), "t.toml:1:1: segments.empty",
+                 "needs at least one condition");
+  CHECK_REJECTED("[segments.s]\nregex = \"x\"\nclient_ip = [\"::1\"]\n" + std::string(kRoute),
+                 "t.toml:2:9: segments.s.regex", "needs header or cookie");
+  CHECK_REJECTED("[segments.s]\nheader = \"X-A\"\n" + std::string(kRoute),
+                 "t.toml:1:1: segments.s.regex", "is required with header or cookie");
+  CHECK_REJECTED(
+      "[segments.s]\nheader = \"X-A\"\ncookie = \"a\"\nregex = \"x\"\n" + std::string(kRoute),
+      "t.toml:3:10: segments.s.cookie", "only one of header or cookie");
+  CHECK_REJECTED("[segments.s]\nheader = \"X-A\"\nregex = \"(\"\n" + std::string(kRoute),
+                 "t.toml:3:9: segments.s.regex", "invalid RE2 pattern");
+  CHECK_REJECTED("[segments.s]\nclient_ip = [\"10.0.0.0/33\"]\n" + std::string(kRoute),
+                 "t.toml:2:14: segments.s.client_ip[0]", "invalid CIDR");
+  CHECK_REJECTED("[segments.s]\nclient_ip = []\n" + std::string(kRoute),
+                 "t.toml:2:13: segments.s.client_ip", "at least one network");
+  CHECK_REJECTED("[server]\ngeoip_database = \"@READABLE@\"\n[segments.s]\ncountry = []\n" +
+                     std::string(kRoute),
+                 "t.toml:4:11: segments.s.country", "at least one country code");
+  CHECK_REJECTED("[segments.s]\ncountry = [\"NZ\"]\n" + std::string(kRoute),
+                 "t.toml:2:11: segments.s.country", "needs server.geoip_database");
+  CHECK_REJECTED("[segments.s]\nclient_ip = [\"::1\"]\n" + std::string(kRoute) +
+                     "[[routes.override]]\nsegment = \"t\"\nvariant = \"blue\"\n",
+                 "t.toml:9:11: routes[0].override[0].segment",
+                 "no segment named \"t\" in [segments] (defined: s)");
+  CHECK_REJECTED("[segments.s]\nclient_ip = [\"::1\"]\n" + std::string(kRoute) +
+                     "[[routes.override]]\nsegment = \"s\"\nregex = \"x\"\nvariant = \"blue\"\n",
+                 "t.toml:10:9: routes[0].override[0].regex", "is not allowed with segment");
+  CHECK_REJECTED("[segments.s]\nclient_ip = [\"::1\"]\n" + std::string(kRoute) +
+                     "[[routes.override]]\nsegment = \"s\"\nheader = \"X\"\nregex = \"x\"\nvariant "
+                     "= \"blue\"\n",
+                 "t.toml:8:1: routes[0].override[0]",
+                 "only one of header, cookie, client_ip or segment");
+  CHECK_REJECTED(R"(
+[server]
+state_dir = "/tmp"
+[[routes]]
+name = "r"
+upstreams = { blue = "b", canary = "c" }
+weights = { blue = 1 }
+[routes.rollout]
+id = "x"
+stages = [{ percent = 1, hold = "1m", segments = ["nobody"] }]
+)",
+                 "t.toml:10:51: routes[0].rollout.stages[0].segments[0]",
+                 "no segment named \"nobody\" in [segments] (none is defined)");
+  std::string many;
+  for (int i = 0; i <= 64; ++i)
+    many += "[segments.s" + std::to_string(i) + "]\nclient_ip = [\"::1\"]\n";
+  const LoadResult too_many = loadWithPools(many + std::string(kRoute));
+  CHECK_FALSE(too_many.ok());
+  CHECK(hasError(too_many, "t.toml:1:1: segments", "at most 64 segments"));
 }
 
 }  // namespace sy::config

@@ -1325,4 +1325,75 @@ TEST_CASE("format helpers") {
   CHECK(t.render("") == "a      1\nbbb  100\n");
 }
 
+// ---- explain: segments and location (SPEC §13)
+// ----------------------------------------------------
+
+TEST_CASE("explain: the segments a request is in, its country, and the rule that decided") {
+  const std::string data = std::string(SY_SOURCE_ROOT) + "/tests/unit/config/testdata";
+  TempConfig file(R"(
+[server]
+listen = ["127.0.0.1:18080"]
+state_dir = "/tmp"
+geoip_database = ")" +
+                  data + R"(/countries.mmdb"
+[upstreams.blue]
+servers = ["127.0.0.1:19001"]
+[upstreams.canary]
+servers = ["127.0.0.1:19003"]
+[segments.beta]
+keys_file = ")" + data +
+                  R"(/beta-users.txt"
+[segments.oceania]
+country = ["NZ", "AU"]
+[segments.staff]
+header = "X-Staff"
+regex = "yes"
+[[routes]]
+name = "shop"
+key = ["header:X-User-Id"]
+upstreams = { blue = "blue", canary = "canary" }
+weights = { blue = 100 }
+[[routes.override]]
+segment = "beta"
+variant = "canary"
+[routes.rollout]
+id = "r1"
+stages = [{ percent = 1, hold = "1h", segments = ["staff"] }, { percent = 50, hold = "1h" }]
+)");
+  // A key in the keys file: the override by segment.
+  RunResult r = runCtl({"explain", file.path(), "--route", "shop", "--key", "bob"});
+  INFO(r.out << r.err);
+  REQUIRE(r.code == kExitOk);
+  CHECK(contains(r.out, "segments beta (defined: beta, oceania, staff)\n"));
+  CHECK(contains(r.out, "country  unknown (geoip_database, for client 127.0.0.1)\n"));
+  CHECK(contains(r.out, "variant  canary\n"));
+  CHECK(contains(r.out, "routes[0].override[0] matched: segment beta;"));
+
+  // The country from the database for the client address, or from --country.
+  r = runCtl(
+      {"explain", file.path(), "--route", "shop", "--key", "dave", "--client-ip", "127.0.0.2"});
+  CHECK(contains(r.out, "segments oceania (defined: beta, oceania, staff)\n"));
+  CHECK(contains(r.out, "country  NZ (geoip_database, for client 127.0.0.2)\n"));
+  CHECK(contains(r.out, "variant  blue\n"));
+  r = runCtl({"explain", file.path(), "--route", "shop", "--key", "dave", "--country", "AU"});
+  CHECK(contains(r.out, "segments oceania"));
+  CHECK(contains(r.out, "country  AU (--country)\n"));
+  CHECK(runCtl({"explain", file.path(), "--route", "shop", "--country", "UK"}).code == kExitUsage);
+
+  // A rollout stage's segment: named without --stage, deciding with it.
+  r = runCtl(
+      {"explain", file.path(), "--route", "shop", "--key", "dave", "--header", "X-Staff: yes"});
+  CHECK(contains(r.out, "segments staff"));
+  CHECK(contains(r.out, "the request is in segment staff, which gets canary from stage 1 (1%) on"));
+  CHECK(contains(r.out, "variant  blue\n"));  // the configured weights: blue only
+  r = runCtl({"explain", file.path(), "--route", "shop", "--key", "dave", "--header",
+              "X-Staff: yes", "--stage", "2"});
+  INFO(r.out << r.err);
+  CHECK(contains(r.out, "variant  canary\n"));
+  CHECK(contains(r.out, "in segment staff, which rollout r1 sends to canary at stage 2"));
+  CHECK(contains(r.out, "stage    as at stage 2 of rollout r1: canary gets 50%"));
+  CHECK(runCtl({"explain", file.path(), "--route", "shop", "--stage", "3"}).code == kExitUsage);
+  CHECK(runCtl({"explain", file.path(), "--route", "shop", "--stage", "x"}).code == kExitUsage);
+}
+
 }  // namespace sy::ctl
