@@ -130,6 +130,8 @@ void renderRollouts(std::string& out, const RolloutManager* rollouts) {
   }
 }
 
+uint64_t since(uint64_t now, uint64_t base) { return now >= base ? now - base : 0; }
+
 // SPEC §14: what the queries of the rollouts judged through Prometheus read back, summed over
 // the replicas. Only those rollouts have these series.
 void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
@@ -156,9 +158,18 @@ void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
   std::vector<Arm> arms;
   for (const RolloutManager::Entry* e : entries) {
     const RouteMetrics* m = registry != nullptr ? registry->find(e->engine->route()) : nullptr;
-    for (config::Variant v : {e->engine->settings().variant, e->engine->settings().baseline}) {
-      arms.push_back(
-          {e, config::variantName(v), m != nullptr ? m->totals(v) : RouteMetrics::Totals{}});
+    const config::Rollout& r = e->engine->settings();
+    for (config::Variant v : {r.variant, r.baseline}) {
+      // Counted from the rollout's load on this replica (Fleet::*_base).
+      RouteMetrics::Totals t = m != nullptr ? m->totals(v) : RouteMetrics::Totals{};
+      const RouteMetrics::Totals& base =
+          v == r.variant ? e->fleet->variant_base : e->fleet->baseline_base;
+      t.judged = since(t.judged, base.judged);
+      t.judged_errors = since(t.judged_errors, base.judged_errors);
+      for (size_t b = 0; b < kLatencyBuckets; ++b) {
+        t.latency[b] = since(t.latency[b], base.latency[b]);
+      }
+      arms.push_back({e, config::variantName(v), t});
     }
   }
   auto armLabels = [&](const Arm& a) {
@@ -208,12 +219,13 @@ void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
     const RouteMetrics* m = registry != nullptr ? registry->find(e->engine->route()) : nullptr;
     const RouteMetrics::ShadowTotals t =
         m != nullptr ? m->shadowTotals() : RouteMetrics::ShadowTotals{};
+    const RouteMetrics::ShadowTotals& base = e->fleet->shadow_base;
     out.append("switchyard_rollout_shadow_compared_total{");
     labels(*e);
-    out.append("} ").append(std::to_string(t.compared)).append("\n");
+    out.append("} ").append(std::to_string(since(t.compared, base.compared))).append("\n");
     out.append("switchyard_rollout_shadow_mismatched_total{");
     labels(*e);
-    out.append("} ").append(std::to_string(t.mismatched)).append("\n");
+    out.append("} ").append(std::to_string(since(t.mismatched, base.mismatched))).append("\n");
   }
   appendHeader(out, "switchyard_rollout_start_seconds", "gauge",
                "The rollout's start as this replica knows it (on_load: its own load time until "

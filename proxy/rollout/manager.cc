@@ -95,6 +95,11 @@ bool RolloutManager::reconcile(const config::Snapshot& snapshot, std::string& er
       entry.fleet->rollout = std::make_unique<FleetRollout>(*route.rollout, replica_);
       entry.fleet->token = next_token_++;
       entry.fleet->loaded_ms = now;
+      if (const RouteMetrics* m = metrics_.find(route.name)) {
+        entry.fleet->variant_base = m->totals(route.rollout->variant);
+        entry.fleet->baseline_base = m->totals(route.rollout->baseline);
+        entry.fleet->shadow_base = m->shadowTotals();
+      }
       SY_LOG(Info, "rollout %s/%s: judged through Prometheus at %s (replica %s)",
              route.name.c_str(), route.rollout->id.c_str(),
              route.rollout->analysis.prometheus_url.c_str(), replica_.c_str());

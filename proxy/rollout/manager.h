@@ -70,6 +70,11 @@ class RolloutManager {
     uint64_t errors = 0;     // failed queries (switchyard_rollout_prometheus_errors_total)
     std::string error;       // the failure of the latest query, "" once one succeeded
     int64_t error_since_ms = 0;
+    // The route's counters when this rollout was loaded: the exported series count from there,
+    // so they start near 0 (a series that appears counts whole in its first interval).
+    RouteMetrics::Totals variant_base;
+    RouteMetrics::Totals baseline_base;
+    RouteMetrics::ShadowTotals shadow_base;
   };
 
   struct Entry {

@@ -19,7 +19,7 @@ namespace {
 constexpr std::array<const char*, 5> kCommandNames = {"pause", "resume", "promote", "abort",
                                                       "retry"};
 
-// A count from increase(): rounded, NaN and negatives 0.
+// A count from a query: rounded, NaN and negatives 0.
 uint64_t rounded(double v) {
   if (!std::isfinite(v) || v <= 0) return 0;
   return static_cast<uint64_t>(std::llround(v));
@@ -31,11 +31,16 @@ std::string encoded(std::string_view text) {
   return out ? std::string(out.get()) : std::string();
 }
 
-// One series of the evidence query, pinned or not.
+// One series of the evidence query, pinned or not: per replica, the counter at the interval's
+// end minus the counter one interval earlier (both the latest sample at or before that time);
+// a replica whose counter went down (it restarted) or that has no sample an interval earlier
+// (it started) counts its whole value; then summed.
 std::string tagged(const char* tag, const char* by, const std::string& metric,
                    const std::string& selector, const std::string& window, const std::string& at) {
-  return std::string("label_replace(sum") + by + " (increase(" + metric + selector + "[" + window +
-         "]" + at + ")), \"series\", \"" + tag + "\", \"\", \"\")";
+  const std::string now = metric + selector + at;
+  return std::string("label_replace(sum") + by + " ((" + now + " - " + metric + selector +
+         " offset " + window + at + ") >= 0 or " + now + "), \"series\", \"" + tag +
+         "\", \"\", \"\")";
 }
 
 double parseValue(const nlohmann::json& v) {

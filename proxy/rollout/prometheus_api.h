@@ -47,8 +47,13 @@ std::string rolloutSelector(const std::string& route, const std::string& id);
 // Every series of the evidence of the interval ending at `at_ms` (summed over the replicas), as
 // one query: judged requests and errors and the latency buckets by variant, shadow comparisons
 // and mismatches, each tagged with a label `series` ("judged", "errors", "latency",
-// "shadow_compared", "shadow_mismatched"). With `at_ms`, pinned there with `@`; without, for a
-// range query whose steps are the intervals' ends.
+// "shadow_compared", "shadow_mismatched"). Each is, per replica, the counter at the interval's
+// end minus the counter one interval earlier (the latest samples at or before those times), or
+// the whole counter when it went down (a restart) or did not exist then. Consecutive intervals
+// tile exactly and the counts are integers. Not increase(): it extrapolates to the window's
+// edges, scaling counts by up to interval / (interval - scrape interval), which would overstate
+// the evidence the statistics weigh, and it sees nothing in a window holding one sample. With
+// `at_ms`, pinned there with `@`; without, for a range query whose steps are the intervals' ends.
 std::string evidenceQuery(const std::string& route, const std::string& id, uint64_t interval_ms,
                           std::optional<int64_t> at_ms);
 // The earliest start any replica exported for this rollout within `lookback_ms`.
@@ -84,10 +89,10 @@ struct PromAnswer {
 PromAnswer parsePromAnswer(int http_status, std::string_view body);
 
 // One interval's evidence from the evidence query's series at one time (value per series).
-// increase() extrapolates to the window's edges, so counts come back fractional: each is rounded
-// to the nearest integer (NaN and negatives count 0), the latency buckets are made
-// non-decreasing in `le` before they are turned into per-bucket counts, and errors are capped
-// at the requests (mismatches at the comparisons).
+// Counts are rounded to the nearest integer (NaN and negatives count 0), the latency buckets
+// are made non-decreasing in `le` before they are turned into per-bucket counts (a replica
+// scraped between two buckets' reads cannot make a bucket negative), and errors are capped at
+// the requests (mismatches at the comparisons).
 IntervalEvidence evidenceFromSeries(const std::vector<std::pair<const PromLabels*, double>>& series,
                                     config::Variant variant, config::Variant baseline);
 // The evidence of each step of a range answer, by the step's time (ms). A step no series has
