@@ -471,7 +471,11 @@ class Validator {
     if (analysis.lag.ok && analysis.lag.value.ms == 0) error(analysis.lag.origin, "must be > 0");
     if (analysis.prometheus_url.ok) {
       std::string why;
-      if (!parseHttpUrl(analysis.prometheus_url.value, &why)) {
+      if (analysis.prometheus_url.value.starts_with("https://")) {
+        error(analysis.prometheus_url.origin,
+              "https is not supported: Prometheus is queried over plain http:// (use a local "
+              "relay for TLS)");
+      } else if (!parseHttpUrl(analysis.prometheus_url.value, &why)) {
         error(analysis.prometheus_url.origin, why);
       } else if (!prometheus) {
         error(analysis.prometheus_url.origin, "is only used with source = \"prometheus\"");
