@@ -133,8 +133,14 @@ bool RolloutManager::reconcile(const config::Snapshot& snapshot, std::string& er
     if (it == opened.end()) {
       it = entries_.find(route.name);  // kept: same route, same id
       if (it->second.fleet != nullptr) {
-        // The fold starts over with the new settings, as every replica's does.
-        it->second.fleet->rollout->updateSettings(*it->second.engine, *route.rollout);
+        // The fold starts over with the new settings, as every replica's does. A new interval
+        // length makes the intervals read so far useless: caught up again only once re-read.
+        Fleet& f = *it->second.fleet;
+        if (route.rollout->analysis.interval_ms !=
+            it->second.engine->settings().analysis.interval_ms) {
+          f.caught_up = false;
+        }
+        f.rollout->updateSettings(*it->second.engine, *route.rollout);
       } else {
         it->second.engine->updateSettings(*route.rollout);
       }
