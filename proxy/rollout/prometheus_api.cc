@@ -175,7 +175,11 @@ PromAnswer parsePromAnswer(int http_status, std::string_view body) {
     a.error = "the answer has no data";
     return a;
   }
-  const std::string type = data->value("resultType", "");
+  // Never value(): it throws on a key of another type, and this is network input.
+  const auto type_field = data->find("resultType");
+  const std::string type = type_field != data->end() && type_field->is_string()
+                               ? type_field->get<std::string>()
+                               : std::string();
   const auto result = data->find("result");
   if (result == data->end()) {
     a.error = "the answer has no result";

@@ -168,6 +168,18 @@ TEST_CASE("answers: errors say why") {
   CHECK_FALSE(
       parsePromAnswer(200, R"({"status":"success","data":{"resultType":"string","result":[]}})")
           .ok);
+  // Wrong types anywhere are errors or skipped, never an exception.
+  CHECK_FALSE(
+      parsePromAnswer(200, R"({"status":"success","data":{"resultType":7,"result":[]}})").ok);
+  CHECK_FALSE(parsePromAnswer(200, R"({"status":1,"error":2})").ok);
+  const PromAnswer odd = parsePromAnswer(200, R"({"status":"success","data":{"resultType":
+      "vector","result":[1,{"metric":[],"value":["x",3]},{"metric":{"a":1,"b":"c"},
+      "value":[1767225600,{}]},{"values":7}]}})");
+  REQUIRE(odd.ok);
+  REQUIRE(odd.series.size() == 3);
+  CHECK(odd.series[0].points.empty());
+  CHECK(odd.series[1].labels == PromLabels{{"b", "c"}});
+  CHECK(std::isnan(odd.series[1].points.at(0).second));
 }
 
 TEST_CASE("the latency buckets' le labels are the analysis's upper edges in seconds") {
