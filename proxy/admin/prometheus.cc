@@ -238,6 +238,15 @@ void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
     labels(*e);
     out.append("} ").append(promTime(start)).append("\n");
   }
+  appendHeader(out, "switchyard_rollout_counted_since_seconds", "gauge",
+               "When this replica began the rollout's counters above (its load of the rollout), "
+               "Unix seconds: an interval counts a replica's whole counters only when they "
+               "began within it.");
+  for (const RolloutManager::Entry* e : entries) {
+    out.append("switchyard_rollout_counted_since_seconds{");
+    labels(*e);
+    out.append("} ").append(promTime(e->fleet->loaded_ms)).append("\n");
+  }
   appendHeader(out, "switchyard_rollout_operator_events_total", "counter",
                "Operator calls taken on this replica, by event.");
   for (const RolloutManager::Entry* e : entries) {

@@ -33,14 +33,16 @@ std::string encoded(std::string_view text) {
 
 // One series of the evidence query, pinned or not: per replica, the counter at the interval's
 // end minus the counter one interval earlier (both the latest sample at or before that time);
-// a replica whose counter went down (it restarted) or that has no sample an interval earlier
-// (it started) counts its whole value; then summed.
+// the whole counter for a replica whose counting began within the interval (it started or
+// restarted: its counter went down or did not exist); then summed. `fresh` selects those
+// replicas.
 std::string tagged(const char* tag, const char* by, const std::string& metric,
-                   const std::string& selector, const std::string& window, const std::string& at) {
+                   const std::string& selector, const std::string& window, const std::string& at,
+                   const std::string& fresh) {
   const std::string now = metric + selector + at;
   return std::string("label_replace(sum") + by + " ((" + now + " - " + metric + selector +
-         " offset " + window + at + ") >= 0 or " + now + "), \"series\", \"" + tag +
-         "\", \"\", \"\")";
+         " offset " + window + at + ") >= 0 or (" + now + " and ignoring(variant, le) " + fresh +
+         ")), \"series\", \"" + tag + "\", \"\", \"\")";
 }
 
 double parseValue(const nlohmann::json& v) {
@@ -116,22 +118,27 @@ std::string promTime(int64_t unix_ms) {
 std::string evidenceQuery(const std::string& route, const std::string& id, uint64_t interval_ms,
                           std::optional<int64_t> at_ms) {
   const std::string sel = rolloutSelector(route, id);
-  const std::string window = promDuration(interval_ms);
+  const std::string w = promDuration(interval_ms);
   const std::string at = at_ms ? " @ " + promTime(*at_ms) : "";
-  return tagged("judged", " by (variant)", "switchyard_rollout_judged_requests_total", sel, window,
-                at) +
+  // The interval's start: a literal when pinned, time() - interval at each step of a range.
+  const std::string begin = at_ms ? promTime(*at_ms - static_cast<int64_t>(interval_ms))
+                                  : "time() - " + promTime(static_cast<int64_t>(interval_ms));
+  const std::string fresh =
+      "(switchyard_rollout_counted_since_seconds" + sel + at + " >= " + begin + ")";
+  return tagged("judged", " by (variant)", "switchyard_rollout_judged_requests_total", sel, w, at,
+                fresh) +
          " or " +
-         tagged("errors", " by (variant)", "switchyard_rollout_judged_errors_total", sel, window,
-                at) +
+         tagged("errors", " by (variant)", "switchyard_rollout_judged_errors_total", sel, w, at,
+                fresh) +
          " or " +
-         tagged("latency", " by (variant, le)", "switchyard_rollout_latency_seconds_bucket", sel,
-                window, at) +
+         tagged("latency", " by (variant, le)", "switchyard_rollout_latency_seconds_bucket", sel, w,
+                at, fresh) +
          " or " +
-         tagged("shadow_compared", "", "switchyard_rollout_shadow_compared_total", sel, window,
-                at) +
+         tagged("shadow_compared", "", "switchyard_rollout_shadow_compared_total", sel, w, at,
+                fresh) +
          " or " +
-         tagged("shadow_mismatched", "", "switchyard_rollout_shadow_mismatched_total", sel, window,
-                at);
+         tagged("shadow_mismatched", "", "switchyard_rollout_shadow_mismatched_total", sel, w, at,
+                fresh);
 }
 
 std::string startQuery(const std::string& route, const std::string& id, uint64_t lookback_ms) {

@@ -88,8 +88,10 @@ TEST_CASE(
       "label_replace(sum by (variant) ((switchyard_rollout_judged_requests_total"
       "{route=\"shop\",rollout=\"r1\"} @ 1767225600.000 - "
       "switchyard_rollout_judged_requests_total{route=\"shop\",rollout=\"r1\"} offset 30s @ "
-      "1767225600.000) >= 0 or switchyard_rollout_judged_requests_total"
-      "{route=\"shop\",rollout=\"r1\"} @ 1767225600.000), \"series\", \"judged\", \"\", \"\")";
+      "1767225600.000) >= 0 or (switchyard_rollout_judged_requests_total"
+      "{route=\"shop\",rollout=\"r1\"} @ 1767225600.000 and ignoring(variant, le) "
+      "(switchyard_rollout_counted_since_seconds{route=\"shop\",rollout=\"r1\"} @ "
+      "1767225600.000 >= 1767225570.000))), \"series\", \"judged\", \"\", \"\")";
   CHECK(q.rfind(judged, 0) == 0);
   for (const char* tag :
        {"\"errors\"", "\"latency\"", "\"shadow_compared\"", "\"shadow_mismatched\""}) {
@@ -101,6 +103,7 @@ TEST_CASE(
   const std::string range = evidenceQuery("shop", "r1", 30000, std::nullopt);
   CHECK(range.find(" @ ") == std::string::npos);
   CHECK(range.find("offset 30s)") != std::string::npos);
+  CHECK(range.find(">= time() - 30.000)") != std::string::npos);
 }
 
 TEST_CASE("the start and events queries") {
