@@ -531,6 +531,9 @@ void readRollout(TableReader& r, RawRollout& rollout) {
     });
     t.read("shadow_mismatch", analysis.shadow_mismatch);
     t.read("critical_error_ratio", analysis.critical_error_ratio);
+    t.read("source", analysis.source);
+    t.read("prometheus_url", analysis.prometheus_url);
+    t.read("lag", analysis.lag);
   });
 }
 

@@ -336,6 +336,9 @@ class Compiler {
     }
     if (analysis.shadow_mismatch.ok) out.shadow_mismatch = analysis.shadow_mismatch.value;
     assign(out.critical_error_ratio, analysis.critical_error_ratio);
+    out.prometheus = analysis.source.ok && analysis.source.value == "prometheus";
+    assign(out.prometheus_url, analysis.prometheus_url);
+    if (analysis.lag.ok) out.lag_ms = analysis.lag.value.ms;
   }
 
   void compileRollout(const RawRollout& rollout, Rollout& out) const {

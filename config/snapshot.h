@@ -200,6 +200,11 @@ struct RolloutAnalysis {
   uint64_t latency_absolute_ms = 5;
   std::optional<double> shadow_mismatch;  // tolerated mismatch share (0..1); absent = no check
   double critical_error_ratio = 0.5;      // (0, 1]
+  // SPEC §14: "local" judges this process's own requests; "prometheus" judges the sums of every
+  // replica's, read from prometheus_url, evaluating interval k at start + k x interval + lag.
+  bool prometheus = false;
+  std::string prometheus_url;  // "http://host[:port][/prefix]"; set when prometheus
+  uint64_t lag_ms = 30000;     // > 0
 };
 
 enum class RolloutFailure : uint8_t { Rollback, Pause };

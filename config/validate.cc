@@ -92,7 +92,10 @@ class Validator {
     const RawRoute* first_rollout = nullptr;
     for (const RawRoute& route : raw_.routes) {
       checkRoute(route);
-      if (route.rollout.ok && first_rollout == nullptr) first_rollout = &route;
+      // A rollout judged through Prometheus keeps no journal (SPEC §14).
+      if (route.rollout.ok && first_rollout == nullptr && !judgedByPrometheus(route)) {
+        first_rollout = &route;
+      }
       if (!route.name.ok || route.name.value.empty()) continue;
       auto [first, inserted] = route_names.emplace(route.name.value, &route.name.origin);
       if (!inserted) {
@@ -460,6 +463,11 @@ class Validator {
     checkVariantName(route, override_.variant);
   }
 
+  static bool judgedByPrometheus(const RawRoute& route) {
+    const Field<std::string>& source = route.rollout.value.analysis.value.source;
+    return source.ok && source.value == "prometheus";
+  }
+
   // Rollout journals live under server.state_dir: one error, at the first rollout, when there
   // is none.
   void checkStateDir(const RawRoute& route) {
@@ -589,6 +597,31 @@ class Validator {
         analysis.critical_error_ratio, [](double v) { return v > 0 && v <= 1; },
         "must be > 0 and <= 1");
     if (analysis.shadow_mismatch.ok) checkShadowComparisons(route, analysis.shadow_mismatch);
+    checkRolloutSource(route, analysis);
+  }
+
+  // SPEC §14: source, prometheus_url and lag.
+  void checkRolloutSource(const RawRoute& route, const RawRolloutAnalysis& analysis) {
+    const bool prometheus = analysis.source.ok && analysis.source.value == "prometheus";
+    if (analysis.source.ok && !prometheus && analysis.source.value != "local") {
+      error(analysis.source.origin, "must be \"local\" or \"prometheus\"");
+    }
+    if (analysis.lag.ok && analysis.lag.value.ms == 0) error(analysis.lag.origin, "must be > 0");
+    if (analysis.prometheus_url.ok) {
+      std::string why;
+      if (analysis.prometheus_url.value.starts_with("https://")) {
+        error(analysis.prometheus_url.origin,
+              "https is not supported: Prometheus is queried over plain http:// (use a local "
+              "relay for TLS)");
+      } else if (!parseHttpUrl(analysis.prometheus_url.value, &why)) {
+        error(analysis.prometheus_url.origin, why);
+      } else if (!prometheus) {
+        error(analysis.prometheus_url.origin, "is only used with source = \"prometheus\"");
+      }
+    } else if (prometheus && !analysis.prometheus_url.present) {
+      error(analysis.source.origin, "source = \"prometheus\" needs " + route.origin.key +
+                                        ".rollout.analysis.prometheus_url");
+    }
   }
 
   // shadow_mismatch judges the shadow comparisons (§5), so the route must make some.

@@ -178,6 +178,9 @@ struct RawRolloutAnalysis {
   Field<RawErrorRatio> error_ratio;
   Field<RawLatency> latency;
   Field<double> shadow_mismatch, critical_error_ratio;
+  // SPEC §14: where the evidence comes from.
+  Field<std::string> source, prometheus_url;
+  Field<RawDuration> lag;
 };
 
 struct RawRollout {

@@ -140,6 +140,49 @@ nlohmann::ordered_json segmentNames(const config::Snapshot& snapshot, uint64_t m
   return names;
 }
 
+// SPEC §14: where this replica stands with the fleet. A Prometheus that cannot be read holds
+// the rollout: waiting_for becomes "prometheus" and hold_reason says why.
+nlohmann::ordered_json fleetJson(const RolloutManager::Entry& entry, nlohmann::ordered_json& j) {
+  const RolloutManager::Fleet& f = *entry.fleet;
+  const config::RolloutAnalysis& a = entry.engine->settings().analysis;
+  nlohmann::ordered_json fl;
+  fl["source"] = "prometheus";
+  fl["prometheus_url"] = a.prometheus_url;
+  fl["lag_ms"] = a.lag_ms;
+  fl["replica"] = f.rollout->replica();
+  const std::optional<int64_t>& start = f.rollout->start();
+  fl["start"] = start ? nlohmann::ordered_json(formatTime(*start)) : nullptr;
+  fl["start_ms"] = start ? nlohmann::ordered_json(*start) : nullptr;
+  fl["intervals_evaluated"] = f.rollout->evaluated();
+  fl["intervals_due"] = f.due;
+  fl["caught_up"] = f.caught_up;
+  // The interval whose end the latest event is dated at (events the engine makes by itself are
+  // dated at an interval's end, the same on every replica).
+  const auto& history = entry.engine->history();
+  if (start && !history.empty() && a.interval_ms > 0 && history.back().at_ms >= *start) {
+    fl["last_event_interval"] =
+        static_cast<uint64_t>(history.back().at_ms - *start) / a.interval_ms;
+  } else {
+    fl["last_event_interval"] = nullptr;
+  }
+  fl["share"] = entry.share();
+  fl["prometheus_errors"] = f.errors;
+  fl["error"] = f.error.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(f.error);
+  fl["error_since"] = f.error.empty() ? nlohmann::ordered_json(nullptr)
+                                      : nlohmann::ordered_json(formatTime(f.error_since_ms));
+  if (!f.error.empty()) {
+    j["waiting_for"] = "prometheus";
+    j["hold_reason"] = "Prometheus cannot be read since " + formatTime(f.error_since_ms) + " (" +
+                       f.error + "): the rollout holds at interval " +
+                       std::to_string(f.rollout->evaluated()) + " of " + std::to_string(f.due) +
+                       " due";
+  } else if (!f.caught_up) {
+    j["waiting_for"] = "prometheus";
+    j["hold_reason"] = "catching up with the fleet: the route gets the baseline only until then";
+  }
+  return fl;
+}
+
 nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry,
                                    const config::Snapshot& snapshot) {
   const RolloutEngine& e = *entry.engine;
@@ -183,6 +226,7 @@ nlohmann::ordered_json rolloutJson(const RolloutManager::Entry& entry,
   nlohmann::ordered_json history = nlohmann::ordered_json::array();
   for (const RolloutRecord& r : e.history()) history.push_back(recordJson(r, false));
   j["history"] = history;
+  if (entry.fleet != nullptr) j["fleet"] = fleetJson(entry, j);
   return j;
 }
 

@@ -11,6 +11,7 @@
 #include "proxy/http/termination.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/rollout/manager.h"
+#include "proxy/rollout/prometheus_api.h"
 #include "proxy/upstream/health.h"
 
 namespace sy::proxy {
@@ -127,6 +128,161 @@ void renderRollouts(std::string& out, const RolloutManager* rollouts) {
     out.append("switchyard_rollout_notify_failures_total{");
     labels(*e);
     out.append("} ").append(std::to_string(e->notify_failures)).append("\n");
+  }
+}
+
+uint64_t since(uint64_t now, uint64_t base) { return now >= base ? now - base : 0; }
+
+// SPEC §14: what the queries of the rollouts judged through Prometheus read back, summed over
+// the replicas. Only those rollouts have these series.
+void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
+                         const MetricsRegistry* registry) {
+  std::vector<const RolloutManager::Entry*> entries;
+  if (rollouts != nullptr) {
+    for (const RolloutManager::Entry* e : rollouts->ordered()) {
+      if (e->fleet != nullptr) entries.push_back(e);
+    }
+  }
+  auto labels = [&](const RolloutManager::Entry& e) {
+    out.append("route=\"");
+    appendLabel(out, e.engine->route());
+    out.append("\",rollout=\"");
+    appendLabel(out, e.engine->settings().id);
+    out.append("\"");
+  };
+  // The judged requests of the rollout's variant and baseline.
+  struct Arm {
+    const RolloutManager::Entry* entry;
+    const char* variant;
+    RouteMetrics::Totals totals;
+  };
+  std::vector<Arm> arms;
+  for (const RolloutManager::Entry* e : entries) {
+    const RouteMetrics* m = registry != nullptr ? registry->find(e->engine->route()) : nullptr;
+    const config::Rollout& r = e->engine->settings();
+    for (config::Variant v : {r.variant, r.baseline}) {
+      // Counted from the rollout's load on this replica (Fleet::*_base).
+      RouteMetrics::Totals t = m != nullptr ? m->totals(v) : RouteMetrics::Totals{};
+      const RouteMetrics::Totals& base =
+          v == r.variant ? e->fleet->variant_base : e->fleet->baseline_base;
+      t.judged = since(t.judged, base.judged);
+      t.judged_errors = since(t.judged_errors, base.judged_errors);
+      for (size_t b = 0; b < kLatencyBuckets; ++b) {
+        t.latency[b] = since(t.latency[b], base.latency[b]);
+      }
+      arms.push_back({e, config::variantName(v), t});
+    }
+  }
+  auto armLabels = [&](const Arm& a) {
+    labels(*a.entry);
+    out.append(",variant=\"").append(a.variant).append("\"");
+  };
+  appendHeader(out, "switchyard_rollout_judged_requests_total", "counter",
+               "Requests the rollout analysis judges (SPEC §11), by variant.");
+  for (const Arm& a : arms) {
+    out.append("switchyard_rollout_judged_requests_total{");
+    armLabels(a);
+    out.append("} ").append(std::to_string(a.totals.judged)).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_judged_errors_total", "counter",
+               "Judged requests that count as errors for the rollout analysis, by variant.");
+  for (const Arm& a : arms) {
+    out.append("switchyard_rollout_judged_errors_total{");
+    armLabels(a);
+    out.append("} ").append(std::to_string(a.totals.judged_errors)).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_latency_seconds", "histogram",
+               "Time from the request head to the upstream's response head of judged requests "
+               "(the analysis's buckets; no _sum).");
+  for (const Arm& a : arms) {
+    uint64_t cumulative = 0;
+    size_t b = 0;
+    for (size_t edge = kExportedLatencyFirst; edge <= kExportedLatencyLast; ++edge) {
+      for (; b <= edge; ++b) cumulative += a.totals.latency[b];
+      out.append("switchyard_rollout_latency_seconds_bucket{");
+      armLabels(a);
+      out.append(",le=\"").append(latencyLe(edge)).append("\"} ");
+      out.append(std::to_string(cumulative)).append("\n");
+    }
+    for (; b < kLatencyBuckets; ++b) cumulative += a.totals.latency[b];
+    out.append("switchyard_rollout_latency_seconds_bucket{");
+    armLabels(a);
+    out.append(",le=\"+Inf\"} ").append(std::to_string(cumulative)).append("\n");
+    out.append("switchyard_rollout_latency_seconds_count{");
+    armLabels(a);
+    out.append("} ").append(std::to_string(cumulative)).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_shadow_compared_total", "counter",
+               "Shadow comparisons made on the rollout's route.");
+  appendHeader(out, "switchyard_rollout_shadow_mismatched_total", "counter",
+               "Shadow comparisons on the rollout's route that found a mismatch.");
+  for (const RolloutManager::Entry* e : entries) {
+    const RouteMetrics* m = registry != nullptr ? registry->find(e->engine->route()) : nullptr;
+    const RouteMetrics::ShadowTotals t =
+        m != nullptr ? m->shadowTotals() : RouteMetrics::ShadowTotals{};
+    const RouteMetrics::ShadowTotals& base = e->fleet->shadow_base;
+    out.append("switchyard_rollout_shadow_compared_total{");
+    labels(*e);
+    out.append("} ").append(std::to_string(since(t.compared, base.compared))).append("\n");
+    out.append("switchyard_rollout_shadow_mismatched_total{");
+    labels(*e);
+    out.append("} ").append(std::to_string(since(t.mismatched, base.mismatched))).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_start_seconds", "gauge",
+               "The rollout's start as this replica knows it (on_load: its own load time until "
+               "it has read the fleet's earliest), Unix seconds.");
+  for (const RolloutManager::Entry* e : entries) {
+    const RolloutManager::Fleet& f = *e->fleet;
+    const int64_t start =
+        f.rollout->start().value_or(e->engine->settings().start_unix_ms.value_or(f.loaded_ms));
+    out.append("switchyard_rollout_start_seconds{");
+    labels(*e);
+    out.append("} ").append(promTime(start)).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_counted_since_seconds", "gauge",
+               "When this replica began the rollout's counters above (its load of the rollout), "
+               "Unix seconds: an interval counts a replica's whole counters only when they "
+               "began within it.");
+  for (const RolloutManager::Entry* e : entries) {
+    out.append("switchyard_rollout_counted_since_seconds{");
+    labels(*e);
+    out.append("} ").append(promTime(e->fleet->loaded_ms)).append("\n");
+  }
+  appendHeader(out, "switchyard_rollout_operator_events_total", "counter",
+               "Operator calls taken on this replica, by event.");
+  for (const RolloutManager::Entry* e : entries) {
+    std::array<uint64_t, 5> counts{};
+    for (const FleetEvent& ev : e->fleet->rollout->ownEvents()) {
+      ++counts[static_cast<size_t>(ev.command)];
+    }
+    for (size_t c = 0; c < counts.size(); ++c) {
+      out.append("switchyard_rollout_operator_events_total{");
+      labels(*e);
+      out.append(",event=\"").append(commandName(static_cast<RolloutCommand>(c))).append("\"} ");
+      out.append(std::to_string(counts[c])).append("\n");
+    }
+  }
+  appendHeader(out, "switchyard_rollout_operator_event_time_seconds", "gauge",
+               "One series per operator call taken on this replica: when (Unix seconds), and "
+               "where it goes in the fleet's order (slot: after that many intervals).");
+  for (const RolloutManager::Entry* e : entries) {
+    for (const FleetEvent& ev : e->fleet->rollout->ownEvents()) {
+      out.append("switchyard_rollout_operator_event_time_seconds{");
+      labels(*e);
+      out.append(",replica=\"").append(ev.replica).append("\",seq=\"");
+      out.append(std::to_string(ev.seq)).append("\",event=\"").append(commandName(ev.command));
+      out.append("\",slot=\"").append(std::to_string(ev.slot)).append("\",to=\"");
+      out.append(ev.to_last ? "last" : "").append("\",reason=\"");
+      appendLabel(out, ev.reason);
+      out.append("\"} ").append(promTime(ev.at_ms)).append("\n");
+    }
+  }
+  appendHeader(out, "switchyard_rollout_prometheus_errors_total", "counter",
+               "Queries to Prometheus that failed (unreachable, timed out, or an error answer).");
+  for (const RolloutManager::Entry* e : entries) {
+    out.append("switchyard_rollout_prometheus_errors_total{");
+    labels(*e);
+    out.append("} ").append(std::to_string(e->fleet->errors)).append("\n");
   }
 }
 
@@ -377,6 +533,7 @@ void renderPrometheus(std::string& out, const MetricsSources& s) {
       .append("\n");
 
   renderRollouts(out, s.rollouts);
+  renderFleetRollouts(out, s.rollouts, s.registry);
 }
 
 }  // namespace sy::proxy

@@ -173,6 +173,21 @@ std::string rolloutDetails(const Json& r) {
         (analysis.empty() ? "" : "; ") + std::string("on failure: ") + text(r, "on_failure");
   }
   if (!analysis.empty()) out += wrapText(analysis, "  analysis  ", 12);
+  // SPEC §14: judged through Prometheus, where this replica stands with the fleet.
+  const Json& fleet = member(r, "fleet");
+  if (fleet.is_object()) {
+    std::string line = "through Prometheus at " + text(fleet, "prometheus_url") + ", lag " +
+                       (member(fleet, "lag_ms").is_number_unsigned()
+                            ? durationText(member(fleet, "lag_ms").get<uint64_t>())
+                            : std::string("-")) +
+                       "; " + uintText(fleet, "intervals_evaluated") + " of " +
+                       uintText(fleet, "intervals_due") + " due intervals evaluated";
+    const Json& caught_up = member(fleet, "caught_up");
+    if (caught_up.is_boolean() && !caught_up.get<bool>()) line += ", catching up";
+    const std::string hold = str(r, "hold_reason");
+    if (!hold.empty()) line += "; " + hold;
+    out += wrapText(line, "  fleet     ", 12);
+  }
   out += "  evidence  " + uintText(r, "seen") + " judged requests in this stage, " +
          uintText(r, "needed") + " needed\n";
   const Json& checks = member(r, "checks");

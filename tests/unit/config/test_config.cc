@@ -1977,4 +1977,49 @@ stages = [{ percent = 1, hold = "1m", segments = ["nobody"] }]
   CHECK(hasError(too_many, "t.toml:1:1: segments", "at most 64 segments"));
 }
 
+// ---- Rollouts across replicas (SPEC §14) --------------------------------------------------------
+
+TEST_CASE("rollout analysis source: local by default; prometheus with its URL and lag") {
+  REQUIRE_LOADS(local, rolloutWith(""));
+  const RolloutAnalysis& l = local.snapshot->routes.at(0).rollout->analysis;
+  CHECK_FALSE(l.prometheus);
+  CHECK(l.prometheus_url.empty());
+  CHECK(l.lag_ms == 30000);
+  REQUIRE_LOADS(prom, analysis("source = \"prometheus\", prometheus_url = "
+                               "\"http://prometheus:9090/prom\", lag = \"45s\""));
+  const RolloutAnalysis& p = prom.snapshot->routes.at(0).rollout->analysis;
+  CHECK(p.prometheus);
+  CHECK(p.prometheus_url == "http://prometheus:9090/prom");
+  CHECK(p.lag_ms == 45000);
+  REQUIRE_LOADS(explicit_local, analysis("source = \"local\""));
+  CHECK_FALSE(explicit_local.snapshot->routes.at(0).rollout->analysis.prometheus);
+}
+
+TEST_CASE("rollout analysis source: validation with positions") {
+  CHECK_REJECTED(analysis("source = \"gossip\""), "t.toml:8:23: routes[0].rollout.analysis.source",
+                 "must be \"local\" or \"prometheus\"");
+  CHECK_REJECTED(analysis("source = \"prometheus\""),
+                 "t.toml:8:23: routes[0].rollout.analysis.source",
+                 "source = \"prometheus\" needs routes[0].rollout.analysis.prometheus_url");
+  CHECK_REJECTED(analysis("source = \"prometheus\", prometheus_url = \"https://p:9090\""),
+                 "t.toml:8:54: routes[0].rollout.analysis.prometheus_url",
+                 "https is not supported: Prometheus is queried over plain http://");
+  CHECK_REJECTED(analysis("source = \"prometheus\", prometheus_url = \"http://p:9090\", lag = "
+                          "\"0s\""),
+                 "t.toml:8:77: routes[0].rollout.analysis.lag", "must be > 0");
+  CHECK_REJECTED(analysis("source = \"prometheus\", prometheus_url = \"http://p:9090\", lag = 3"),
+                 "t.toml:8:77: routes[0].rollout.analysis.lag", "expected a duration");
+  CHECK_REJECTED(analysis("prometheus_url = \"http://p:9090\""),
+                 "t.toml:8:31: routes[0].rollout.analysis.prometheus_url",
+                 "is only used with source = \"prometheus\"");
+}
+
+TEST_CASE("a rollout judged through Prometheus needs no state_dir (no journal)") {
+  const std::string keys =
+      "analysis = { source = \"prometheus\", prometheus_url = \"http://127.0.0.1:9090\" }\n";
+  REQUIRE_LOADS(result, std::string(kRolloutHead).substr(29) + keys + std::string(kRolloutValid));
+  CHECK(result.snapshot->server.state_dir.empty());
+  CHECK(result.snapshot->routes.at(0).rollout->analysis.prometheus);
+}
+
 }  // namespace sy::config

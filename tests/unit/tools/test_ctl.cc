@@ -957,6 +957,16 @@ TEST_CASE("rollout status: the /rollouts JSON as tables") {
   CHECK(contains(std::get<std::string>(r), "2026-12-02T11:00:00Z (hold ends)"));
   CHECK(contains(std::get<std::string>(r), "  x      -        - vs -   running    1/-    1.00%"));
   CHECK(contains(std::get<std::string>(r), "(no checks evaluated yet)"));
+  // Judged through Prometheus (SPEC §14): the fleet line, with why it holds.
+  r = formatRolloutStatus(R"({"route": "x", "state": "running", "stage": 1, "percent": 1,
+      "waiting_for": "prometheus", "hold_reason": "Prometheus cannot be read",
+      "fleet": {"prometheus_url": "http://p:9090", "lag_ms": 30000, "intervals_evaluated": 4,
+                "intervals_due": 6, "caught_up": true}})");
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(contains(std::get<std::string>(r),
+                 "  fleet     through Prometheus at http://p:9090, lag 30s; 4 of 6 due intervals"));
+  CHECK(contains(std::get<std::string>(r), "evaluated; Prometheus\n            cannot be read"));
+  CHECK(contains(std::get<std::string>(r), "waiting for prometheus"));
   r = formatRolloutStatus("<html>");
   REQUIRE(std::holds_alternative<CtlError>(r));
   CHECK(std::get<CtlError>(r).exit_code == kExitFailure);
