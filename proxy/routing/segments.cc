@@ -1,21 +1,11 @@
 #include "proxy/routing/segments.h"
 
 #include <algorithm>
-#include <cstring>
 
+#include "proxy/routing/client_address.h"
 #include "proxy/routing/splitter.h"
 
 namespace sy::proxy {
-
-bool cidrContains(const config::Cidr& net, const ClientIp& ip) {
-  const unsigned bits = net.prefix_len > 128 ? 128u : net.prefix_len;
-  const unsigned whole = bits / 8;
-  if (std::memcmp(net.addr.data(), ip.bytes.data(), whole) != 0) return false;
-  const unsigned rest = bits % 8;
-  if (rest == 0) return true;
-  const uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
-  return (net.addr[whole] & mask) == (ip.bytes[whole] & mask);
-}
 
 SegmentMatcher::SegmentMatcher(const std::vector<config::Segment>& segments,
                                const config::GeoIpDatabase* geoip, const Headers& headers,
@@ -52,11 +42,7 @@ config::CountryCode SegmentMatcher::country() {
 }
 
 bool SegmentMatcher::compute(const config::Segment& segment) {
-  if (!segment.networks.empty() &&
-      std::none_of(segment.networks.begin(), segment.networks.end(),
-                   [&](const config::Cidr& net) { return cidrContains(net, client_); })) {
-    return false;
-  }
+  if (!segment.networks.empty() && !inNetworks(segment.networks, client_)) return false;
   if (segment.keys && !(key_ && segment.keys->contains(*key_))) return false;
   // One lookup per request at most (~20 ns), then a compare: before the header scan and regex.
   if (!segment.countries.empty()) {

@@ -61,7 +61,4 @@ class SegmentMatcher {
   bool country_known_ = false;
 };
 
-// Whether `ip` is inside `net` (both in the 16-byte form).
-bool cidrContains(const config::Cidr& net, const ClientIp& ip);
-
 }  // namespace sy::proxy

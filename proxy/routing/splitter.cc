@@ -43,6 +43,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "proxy/routing/client_address.h"
 #include "proxy/routing/segments.h"
 
 // Header-only XXH3: inlined for speed, and the streaming state's layout is then ours, not the
@@ -127,11 +128,7 @@ bool overrideMatches(const config::Override& o, const Headers& headers, const Cl
       // No regex (the loader always compiles one) degrades to "present" instead of a crash.
       return !o.regex || RE2::FullMatch(*value, *o.regex);
     }
-    case config::Override::Kind::ClientIp:
-      for (const config::Cidr& net : o.networks) {
-        if (cidrContains(net, client)) return true;
-      }
-      return false;
+    case config::Override::Kind::ClientIp: return inNetworks(o.networks, client);
     case config::Override::Kind::Segment:
       return segments != nullptr && segments->contains(o.segment);
   }

@@ -364,6 +364,11 @@ std::string formatExplain(const ExplainResult& r) {
   line("route", route_text);
 
   const proxy::SplitDecision& keyed = r.without_overrides ? *r.without_overrides : d;
+  // What the request would get without its override or stage segment.
+  const std::string by_key_alone =
+      keyed.reason == Reason::FallbackRandom || keyed.reason == Reason::AssignedCookie
+          ? std::string("a variant drawn per request")
+          : std::string(config::variantName(keyed.variant));
   if (keyed.reason == Reason::Key) {
     line("key", quoted(keyed.key) + " from " + keySourceOf(route, keyed.key_source_index));
   } else {
@@ -431,11 +436,7 @@ std::string formatExplain(const ExplainResult& r) {
       why +=
           "; overrides are tried in order before the key, and without them this request "
           "would get ";
-      if (keyed.reason == Reason::FallbackRandom || keyed.reason == Reason::AssignedCookie) {
-        why += "a variant drawn per request";
-      } else {
-        why += config::variantName(keyed.variant);
-      }
+      why += by_key_alone;
       line("why", why);
       break;
     }
@@ -446,11 +447,7 @@ std::string formatExplain(const ExplainResult& r) {
                         " sends to " + variant + " at stage " + std::to_string(*r.stage) +
                         " whatever the share (overrides come first); by its key alone it "
                         "would get ";
-      if (keyed.reason == Reason::FallbackRandom || keyed.reason == Reason::AssignedCookie) {
-        why += "a variant drawn per request";
-      } else {
-        why += config::variantName(keyed.variant);
-      }
+      why += by_key_alone;
       line("why", why);
       break;
     }
