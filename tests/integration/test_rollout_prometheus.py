@@ -23,6 +23,7 @@ rollout id. Intervals are 1 s, lag 3 s.
 """
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -441,6 +442,13 @@ def prometheus_outage_holds():
 
 
 def main():
+    # Under tools/sanitize the three ASan replicas and Prometheus on two cores miss the scrape
+    # and lag timing the cases rely on (the fleet's on_load start was once adopted from a
+    # Prometheus that had not yet scraped the earliest replica): skipped there (meson: 77), run
+    # by tools/test. The fleet logic runs under ASan in unit_rollout (test_fleet.cc).
+    if os.environ.get("SWITCHYARD_SANITIZE"):
+        print("skipped under tools/sanitize: timing-bound with three ASan replicas")
+        sys.exit(77)
     S.ctl = ctl_binary()
     with Env(cases) as env:
         S.env = env
