@@ -177,20 +177,22 @@ void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
     labels(*a.entry);
     out.append(",variant=\"").append(a.variant).append("\"");
   };
-  appendHeader(out, "switchyard_rollout_judged_requests_total", "counter",
-               "Requests the rollout analysis judges (SPEC §11), by variant.");
-  for (const Arm& a : arms) {
-    out.append("switchyard_rollout_judged_requests_total{");
-    armLabels(a);
-    out.append("} ").append(std::to_string(a.totals.judged)).append("\n");
-  }
-  appendHeader(out, "switchyard_rollout_judged_errors_total", "counter",
-               "Judged requests that count as errors for the rollout analysis, by variant.");
-  for (const Arm& a : arms) {
-    out.append("switchyard_rollout_judged_errors_total{");
-    armLabels(a);
-    out.append("} ").append(std::to_string(a.totals.judged_errors)).append("\n");
-  }
+  // One counter family per arm, each in its own group (the text format wants a family's lines
+  // together).
+  auto armCounter = [&](const char* name, const char* help, uint64_t RouteMetrics::Totals::*field) {
+    appendHeader(out, name, "counter", help);
+    for (const Arm& a : arms) {
+      out.append(name).append("{");
+      armLabels(a);
+      out.append("} ").append(std::to_string(a.totals.*field)).append("\n");
+    }
+  };
+  armCounter("switchyard_rollout_judged_requests_total",
+             "Requests the rollout analysis judges (SPEC §11), by variant.",
+             &RouteMetrics::Totals::judged);
+  armCounter("switchyard_rollout_judged_errors_total",
+             "Judged requests that count as errors for the rollout analysis, by variant.",
+             &RouteMetrics::Totals::judged_errors);
   appendHeader(out, "switchyard_rollout_latency_seconds", "histogram",
                "Time from the request head to the upstream's response head of judged requests "
                "(the analysis's buckets; no _sum).");
@@ -212,22 +214,25 @@ void renderFleetRollouts(std::string& out, const RolloutManager* rollouts,
     armLabels(a);
     out.append("} ").append(std::to_string(cumulative)).append("\n");
   }
-  appendHeader(out, "switchyard_rollout_shadow_compared_total", "counter",
-               "Shadow comparisons made on the rollout's route.");
-  appendHeader(out, "switchyard_rollout_shadow_mismatched_total", "counter",
-               "Shadow comparisons on the rollout's route that found a mismatch.");
-  for (const RolloutManager::Entry* e : entries) {
-    const RouteMetrics* m = registry != nullptr ? registry->find(e->engine->route()) : nullptr;
-    const RouteMetrics::ShadowTotals t =
-        m != nullptr ? m->shadowTotals() : RouteMetrics::ShadowTotals{};
-    const RouteMetrics::ShadowTotals& base = e->fleet->shadow_base;
-    out.append("switchyard_rollout_shadow_compared_total{");
-    labels(*e);
-    out.append("} ").append(std::to_string(since(t.compared, base.compared))).append("\n");
-    out.append("switchyard_rollout_shadow_mismatched_total{");
-    labels(*e);
-    out.append("} ").append(std::to_string(since(t.mismatched, base.mismatched))).append("\n");
-  }
+  auto shadowCounter = [&](const char* name, const char* help,
+                           uint64_t RouteMetrics::ShadowTotals::*field) {
+    appendHeader(out, name, "counter", help);
+    for (const RolloutManager::Entry* e : entries) {
+      const RouteMetrics* m = registry != nullptr ? registry->find(e->engine->route()) : nullptr;
+      const RouteMetrics::ShadowTotals t =
+          m != nullptr ? m->shadowTotals() : RouteMetrics::ShadowTotals{};
+      out.append(name).append("{");
+      labels(*e);
+      out.append("} ").append(std::to_string(since(t.*field, e->fleet->shadow_base.*field)));
+      out.append("\n");
+    }
+  };
+  shadowCounter("switchyard_rollout_shadow_compared_total",
+                "Shadow comparisons made on the rollout's route.",
+                &RouteMetrics::ShadowTotals::compared);
+  shadowCounter("switchyard_rollout_shadow_mismatched_total",
+                "Shadow comparisons on the rollout's route that found a mismatch.",
+                &RouteMetrics::ShadowTotals::mismatched);
   appendHeader(out, "switchyard_rollout_start_seconds", "gauge",
                "The rollout's start as this replica knows it (on_load: its own load time until "
                "it has read the fleet's earliest), Unix seconds.");
